@@ -1,0 +1,41 @@
+"""actorcast: a Pusher Channels server as an actor system on Pykka and gevent.
+
+The public API::
+
+    from actors import App, Node
+
+    node = Node(apps=[App(id="1", key="app-key", secret="app-secret")], port=0).start()
+    node.broadcast("1", ["news"], "headline", {"title": "hello"})
+    node.stop()
+
+Actors: ``AppActor`` (one app's channel table), ``ChannelActor`` (one
+channel's subscribers), ``ConnectionActor`` (one client), ``MetricsActor``
+(counters), all running on ``GeventActor``, our gevent runtime for Pykka.
+"""
+
+from transport.config import App
+from transport.errors import ActorcastError, AuthError, ConfigError, HttpError, ProtocolError
+
+from .app import AppActor
+from .channel import ChannelActor
+from .connection import ConnectionActor
+from .metrics import MetricsActor
+from .node import Node
+from .runtime import GeventActor, GeventFuture, HubThread
+
+__all__ = [
+    "ActorcastError",
+    "App",
+    "AppActor",
+    "AuthError",
+    "ChannelActor",
+    "ConfigError",
+    "ConnectionActor",
+    "GeventActor",
+    "GeventFuture",
+    "HttpError",
+    "HubThread",
+    "MetricsActor",
+    "Node",
+    "ProtocolError",
+]

@@ -1,0 +1,143 @@
+"""The app actor: owns one app's table of channels.
+
+Every subscribe, unsubscribe and publish for an app passes through its app
+actor, which finds or starts the channel actor and forwards. Because both
+joins and broadcasts take this one path, a channel sees them in the order
+they were made. A channel actor that empties reports how many joins it saw;
+if that equals the joins forwarded to it, no join is in flight and the channel
+is retired, otherwise the pending join keeps it alive.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from transport import protocol
+
+from .channel import ChannelActor
+from pykka import ActorDeadError
+
+from .messages import (
+    Broadcast,
+    ChannelEmpty,
+    Connected,
+    ConnectionGone,
+    FanoutStarted,
+    Join,
+    Leave,
+    LeaveAll,
+    Publish,
+    Terminate,
+)
+from .runtime import GeventActor
+
+__all__ = ["AppActor"]
+
+log = logging.getLogger(__name__)
+
+
+class _Entry:
+    __slots__ = ("joins", "ref")
+
+    def __init__(self, ref: Any) -> None:
+        self.ref = ref
+        self.joins = 0
+
+
+class AppActor(GeventActor):
+    """The channel directory of one app on this node."""
+
+    def __init__(self, app: Any, metrics: Any) -> None:
+        super().__init__()
+        self.app = app
+        self.metrics = metrics
+        self.channels: dict[str, _Entry] = {}
+        self.connections: dict[str, Any] = {}  # socket_id -> ConnectionActor ref
+        self._next_broadcast = 0
+
+    def on_receive(self, message: Any) -> Any:
+        kind = type(message)
+        if kind is Publish:
+            self.publish(message)
+        elif kind is Join:
+            self._channel(message.channel, create=True).joins += 1
+            self.channels[message.channel].ref.tell(message)
+        elif kind is Leave:
+            self._leave(message.channel, message.socket_id)
+        elif kind is LeaveAll:
+            for channel in message.channels:
+                self._leave(channel, message.socket_id)
+        elif kind is ChannelEmpty:
+            self._retire(message)
+        elif kind is Connected:
+            self.connections[message.socket_id] = message.connection
+        elif kind is ConnectionGone:
+            self.connections.pop(message.socket_id, None)
+        else:
+            return super().on_receive(message)
+        return None
+
+    def publish(self, message: Publish) -> None:
+        """Encode the event once per channel and hand the frame to its actor."""
+        targets = [(name, self.channels[name]) for name in message.channels if name in self.channels]
+        self._next_broadcast += 1
+        bid = self._next_broadcast
+        if not targets:
+            return
+        self.metrics.tell(FanoutStarted(self.app.id, bid, len(targets), message.started))
+        for name, entry in targets:
+            frame = protocol.event_frame(name, message.event, message.data, message.user_id)
+            entry.ref.tell(Broadcast(frame, message.except_socket_id, bid, message.started))
+
+    def connection_count(self) -> int:
+        """Open connections of this app on this node."""
+        return len(self.connections)
+
+    def terminate_all(self, code: int, message: str) -> int:
+        """Ask every connection to close with ``code``; returns how many were asked."""
+        for ref in list(self.connections.values()):
+            try:
+                ref.tell(Terminate(code, message))
+            except ActorDeadError:
+                pass  # it stopped on its own; its ConnectionGone is on the way
+        return len(self.connections)
+
+    def subscription_count(self, channel: str, timeout: float = 5.0) -> int:
+        """Subscribers of ``channel`` on this node (asks its channel actor)."""
+        entry = self.channels.get(channel)
+        if entry is None:
+            return 0
+        return entry.ref.proxy().subscription_count().get(timeout=timeout)
+
+    def channel_names(self) -> list[str]:
+        """Channels with at least one subscriber (or a join in flight)."""
+        return list(self.channels)
+
+    def channel_ref(self, name: str) -> Any:
+        """The channel's actor ref, or None when nobody is subscribed."""
+        entry = self.channels.get(name)
+        return entry.ref if entry is not None else None
+
+    def _channel(self, name: str, *, create: bool = False) -> _Entry:
+        entry = self.channels.get(name)
+        if entry is None and create:
+            ref = ChannelActor.start(self.app, name, self.actor_ref, self.metrics)
+            entry = self.channels[name] = _Entry(ref)
+        return entry
+
+    def _leave(self, channel: str, socket_id: str) -> None:
+        entry = self.channels.get(channel)
+        if entry is not None:
+            entry.ref.tell(Leave(channel, socket_id))
+
+    def _retire(self, message: ChannelEmpty) -> None:
+        entry = self.channels.get(message.channel)
+        if entry is not None and entry.joins == message.joins:
+            del self.channels[message.channel]
+            entry.ref.stop(block=False)
+
+    def on_stop(self) -> None:
+        for entry in self.channels.values():
+            entry.ref.stop(block=False)
+        self.channels.clear()

@@ -1,0 +1,86 @@
+"""``actorcast serve``: run a node from the command line.
+
+With no flags it serves the default app (id ``1``, key ``app-key``, secret
+``app-secret``) on 0.0.0.0:6001 with metrics on 9601. ``ACTORCAST_APP_ID``,
+``ACTORCAST_APP_KEY``, ``ACTORCAST_APP_SECRET`` and ``ACTORCAST_PORT`` override
+the defaults; ``--config FILE`` lists apps as JSON (see transport.config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import Sequence
+
+from transport.config import App, apps_from_env, load_apps
+from transport.errors import ConfigError
+
+from .node import Node
+from .runtime import HubThread
+
+__all__ = ["main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``actorcast`` argument parser."""
+    parser = argparse.ArgumentParser(prog="actorcast", description="A Pusher Channels server on Pykka and gevent.")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run a node (the default command)")
+    for p in (parser, serve):
+        p.add_argument("--host", default=None, help="address to listen on (default 0.0.0.0)")
+        p.add_argument("--port", type=int, default=None, help="WebSocket + HTTP port (default 6001, env ACTORCAST_PORT)")
+        p.add_argument("--config", default=None, help="JSON file listing apps: id, key, secret and limits")
+        p.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default 9601; -1 turns it off)")
+        p.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, ERROR")
+    return parser
+
+
+def node_from_args(args: argparse.Namespace, env: dict[str, str]) -> Node:
+    """Build (not start) the node the flags and environment describe."""
+    if args.config:
+        try:
+            with open(args.config, encoding="utf-8") as f:
+                apps = load_apps(f.read())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {args.config}: {exc}") from exc
+    else:
+        apps = [apps_from_env(env, App())]
+    port = args.port if args.port is not None else int(env.get("ACTORCAST_PORT") or 6001)
+    metrics_port = 9601 if args.metrics_port is None else args.metrics_port
+    return Node(
+        apps=apps,
+        host=args.host or "0.0.0.0",
+        port=port,
+        metrics_port=None if metrics_port < 0 else metrics_port,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``actorcast`` and ``python -m actors``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=(args.log_level or "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        node = node_from_args(args, dict(os.environ))
+        node.start()
+    except (ConfigError, OSError, ValueError) as exc:
+        print(f"actorcast: {exc}", file=sys.stderr)
+        return 2
+    # The node runs on its own hub thread; this thread only waits for a signal.
+    stop = HubThread.os_event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+    logging.getLogger("actorcast").info("shutting down")
+    node.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

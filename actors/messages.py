@@ -1,0 +1,159 @@
+"""Messages actors tell each other. Small immutable tuples: they are made per
+event (never per subscriber on the broadcast path) and must be cheap."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+__all__ = [
+    "Broadcast",
+    "ChannelEmpty",
+    "ClientText",
+    "Connected",
+    "ConnectionGone",
+    "Disconnected",
+    "FanoutDone",
+    "FanoutStarted",
+    "Flush",
+    "Join",
+    "Leave",
+    "LeaveAll",
+    "Publish",
+    "Sent",
+    "Counted",
+    "Terminate",
+]
+
+
+# --- to the app actor (owner of one app's channel table) ---------------------
+
+
+class Publish(NamedTuple):
+    """Send ``event``/``data`` to ``channels``, skipping ``except_socket_id``."""
+
+    channels: tuple[str, ...]
+    event: str
+    data: Any
+    except_socket_id: str | None
+    started: float  # monotonic time of the broadcast call, for the fan-out histogram
+    user_id: str | None = None
+
+
+class Join(NamedTuple):
+    """A connection asks to subscribe; forwarded to the channel's actor."""
+
+    channel: str
+    socket_id: str
+    writer: Any  # transport.writer.SocketWriter, owned by the connection
+    connection: Any  # ActorRef of the ConnectionActor
+    member: Any = None  # presence member (user_id, user_info) or None
+
+
+class Leave(NamedTuple):
+    """A connection leaves one channel."""
+
+    channel: str
+    socket_id: str
+
+
+class LeaveAll(NamedTuple):
+    """A connection closed: leave every channel it joined."""
+
+    channels: tuple[str, ...]
+    socket_id: str
+
+
+class Connected(NamedTuple):
+    """A connection actor of this app started."""
+
+    socket_id: str
+    connection: Any
+
+
+class ConnectionGone(NamedTuple):
+    """A connection actor of this app stopped."""
+
+    socket_id: str
+
+
+class ChannelEmpty(NamedTuple):
+    """A channel actor lost its last subscriber after ``joins`` joins."""
+
+    channel: str
+    joins: int
+
+
+# --- to a channel actor ------------------------------------------------------
+
+
+class Broadcast(NamedTuple):
+    """A finished frame for every subscriber but ``except_socket_id``."""
+
+    frame: bytes
+    except_socket_id: str | None
+    broadcast_id: int
+    started: float
+
+
+# --- to a connection actor ---------------------------------------------------
+
+
+class ClientText(NamedTuple):
+    """A text message the client sent."""
+
+    text: str
+
+
+class Disconnected(NamedTuple):
+    """The socket closed (client left, error or shutdown)."""
+
+    reason: str
+
+
+class Terminate(NamedTuple):
+    """Close the connection with a Pusher ``code`` (e.g. 4009, 4100, 4200)."""
+
+    code: int
+    message: str
+
+
+# --- to the metrics actor ----------------------------------------------------
+
+
+class Counted(NamedTuple):
+    """Add ``value`` to counter ``name`` for ``app_id``."""
+
+    app_id: str
+    name: str
+    value: int
+
+
+class FanoutStarted(NamedTuple):
+    """A broadcast went to ``channels`` channel actors."""
+
+    app_id: str
+    broadcast_id: int
+    channels: int
+    started: float
+
+
+class FanoutDone(NamedTuple):
+    """One channel actor finished its part of a broadcast."""
+
+    app_id: str
+    broadcast_id: int
+    sent: int
+    nbytes: int
+    finished: float
+
+
+class Sent(NamedTuple):
+    """Frames written outside a broadcast (protocol replies, drained queues)."""
+
+    app_id: str
+    frames: int
+    nbytes: int
+
+
+class Flush(NamedTuple):
+    """Push accumulated counts to prometheus-client now."""

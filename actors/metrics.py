@@ -1,0 +1,144 @@
+"""The metrics actor: the one owner of the node's counters.
+
+Other actors tell it counts in batches (one message per broadcast and channel,
+never one per delivery); it adds them up in plain ints and pushes the totals
+to prometheus-client every ``flush_interval`` seconds, or when asked to
+``flush`` (the /metrics endpoint asks before every scrape, so a scrape is
+exact).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any
+
+from pykka import ActorDeadError
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .messages import Counted, FanoutDone, FanoutStarted, Flush, Sent
+from .runtime import GeventActor, call_later
+
+__all__ = ["COUNTERS", "MetricsActor"]
+
+log = logging.getLogger(__name__)
+
+# counter name -> (prometheus name, help)
+COUNTERS = {
+    "sent": ("actorcast_messages_sent", "WebSocket messages written to clients"),
+    "sent_bytes": ("actorcast_bytes_sent", "Bytes written to clients"),
+    "received": ("actorcast_messages_received", "WebSocket messages received from clients"),
+    "received_bytes": ("actorcast_bytes_received", "Bytes received from clients"),
+    "opened": ("actorcast_connections_opened", "Connections accepted"),
+    "closed": ("actorcast_connections_closed", "Connections closed"),
+    "dropped": ("actorcast_messages_dropped", "Messages dropped for slow or closed clients"),
+    "broadcasts": ("actorcast_broadcasts", "Events published to channels"),
+}
+
+class _Tick:
+    """The periodic flush timer fired."""
+
+
+FANOUT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class MetricsActor(GeventActor):
+    """Accumulates counts and fan-out timings; feeds a prometheus registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, flush_interval: float = 0.5) -> None:
+        super().__init__()
+        self.registry = registry or CollectorRegistry()
+        self.flush_interval = flush_interval
+        self._counters = {
+            name: Counter(prom, text, ["app_id"], registry=self.registry) for name, (prom, text) in COUNTERS.items()
+        }
+        self._connections = Gauge("actorcast_connections", "Open connections", ["app_id"], registry=self.registry)
+        self._fanout = Histogram(
+            "actorcast_broadcast_fanout_seconds",
+            "Time from a broadcast call to the last channel actor finishing its fan-out",
+            ["app_id"],
+            buckets=FANOUT_BUCKETS,
+            registry=self.registry,
+        )
+        self._pending: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._totals: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._fanouts: list[tuple[str, float]] = []
+        self._inflight: dict[tuple[str, int], list[Any]] = {}
+        self._timer = None
+
+    def on_start(self) -> None:
+        self._schedule()
+
+    def on_stop(self) -> None:
+        if self._timer is not None:
+            self._timer.kill(block=False)
+        self.flush()
+
+    def on_receive(self, message: Any) -> Any:
+        kind = type(message)
+        if kind is Sent:
+            self._pending[message.app_id, "sent"] += message.frames
+            self._pending[message.app_id, "sent_bytes"] += message.nbytes
+        elif kind is Counted:
+            self._pending[message.app_id, message.name] += message.value
+        elif kind is FanoutDone:
+            self._fanout_done(message)
+        elif kind is FanoutStarted:
+            self._inflight[message.app_id, message.broadcast_id] = [message.channels, message.started]
+            self._pending[message.app_id, "broadcasts"] += 1
+        elif kind is Flush:
+            self.flush()
+        elif kind is _Tick:
+            self.flush()
+            self._schedule()
+        else:
+            return super().on_receive(message)
+        return None
+
+    def _fanout_done(self, message: FanoutDone) -> None:
+        pending = self._pending
+        app_id = message.app_id
+        if message.sent:
+            pending[app_id, "sent"] += message.sent
+            pending[app_id, "sent_bytes"] += message.nbytes
+        key = (app_id, message.broadcast_id)
+        entry = self._inflight.get(key)
+        if entry is None:
+            return
+        entry[0] -= 1
+        if entry[0] <= 0:
+            del self._inflight[key]
+            self._fanouts.append((app_id, message.finished - entry[1]))
+
+    def flush(self) -> None:
+        """Push what accumulated since the last flush to prometheus-client."""
+        pending, self._pending = self._pending, defaultdict(int)
+        for (app_id, name), value in pending.items():
+            if not value:
+                continue
+            self._totals[app_id, name] += value
+            if name in self._counters:
+                self._counters[name].labels(app_id).inc(value)
+            if name in ("opened", "closed"):
+                self._connections.labels(app_id).set(self._totals[app_id, "opened"] - self._totals[app_id, "closed"])
+        fanouts, self._fanouts = self._fanouts, []
+        for app_id, seconds in fanouts:
+            self._fanout.labels(app_id).observe(seconds)
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        """Flushed totals as ``{app_id: {counter: value}}`` (for tests and /usage)."""
+        self.flush()
+        out: dict[str, dict[str, int]] = {}
+        for (app_id, name), value in self._totals.items():
+            out.setdefault(app_id, {})[name] = value
+        return out
+
+    def _schedule(self) -> None:
+        if self.flush_interval > 0 and not self.actor_stopped.is_set():
+            self._timer = call_later(self.flush_interval, self._tick)
+
+    def _tick(self) -> None:
+        try:
+            self.actor_ref.tell(_Tick())
+        except ActorDeadError:  # the timer outlived the actor
+            log.debug("metrics actor stopped; tick dropped")

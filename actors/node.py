@@ -1,0 +1,196 @@
+"""The node: wires apps, actors and the listening sockets together.
+
+::
+
+    node = Node(apps=[App(id="1", key="app-key", secret="app-secret")], port=0)
+    node.start()                      # returns once it listens; node.port is real
+    node.broadcast("1", "news", "headline", {"title": "hi"})
+    node.stop()                       # closes every connection, actor and socket
+
+A node runs on a gevent hub of its own (a background thread, see
+``runtime.HubThread``), so it embeds in plain threaded code; every public
+method here is safe to call from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Iterable
+
+from prometheus_client import CollectorRegistry
+
+from transport import names, protocol
+from transport.config import App, AppTable
+from transport.errors import ActorcastError, ProtocolError
+from transport.metrics_endpoint import make_metrics_server
+from transport.server import NodeWSGIApp, make_server
+
+from .app import AppActor
+from .connection import ActorSession, ConnectionActor
+from .messages import Publish
+from .metrics import MetricsActor
+from .runtime import HubThread
+
+__all__ = ["Node"]
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+class Node:
+    """One actorcast node: a Pusher-compatible server for one or more apps."""
+
+    def __init__(
+        self,
+        apps: Iterable[App] | None = None,
+        host: str = "0.0.0.0",
+        port: int = 6001,
+        metrics_port: int | None = 9601,
+        metrics_host: str | None = None,
+        metrics_flush_interval: float = 0.5,
+    ) -> None:
+        self.apps = AppTable(list(apps) if apps is not None else [App()])
+        self.host = host
+        self.port = port
+        self.metrics_host = metrics_host or host
+        self.metrics_port = metrics_port
+        self.metrics_flush_interval = metrics_flush_interval
+        self.registry = CollectorRegistry()
+        self._hub = HubThread()
+        self._server: Any = None
+        self._metrics_server: Any = None
+        self._metrics: Any = None
+        self._app_actors: dict[str, Any] = {}
+        self.running = False
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def start(self) -> Node:
+        """Start actors and sockets; return once the node listens."""
+        if self.running:
+            raise ActorcastError("node already started")
+        self._hub.start(self._start_in_hub)
+        self.running = True
+        log.info("actorcast listening on ws://%s:%d/app/{key} (metrics on %s)", self.host, self.port,
+                 f"http://{self.metrics_host}:{self.metrics_port}/metrics" if self.metrics_port is not None else "off")
+        return self
+
+    def _start_in_hub(self) -> None:
+        self._metrics = MetricsActor.start(self.registry, self.metrics_flush_interval)
+        for app in self.apps:
+            self._app_actors[app.id] = AppActor.start(app, self._metrics)
+        wsgi = NodeWSGIApp(self.apps.by_key, self._connect)
+        self._server = make_server((self.host, self.port), wsgi)
+        try:
+            self._server.start()
+            self.port = self._server.server_port
+            if self.metrics_port is not None:
+                self._metrics_server = make_metrics_server(
+                    (self.metrics_host, self.metrics_port), self.registry, self._flush_metrics
+                )
+                self._metrics_server.start()
+                self.metrics_port = self._metrics_server.server_port
+        except BaseException:
+            self._stop_in_hub()
+            raise
+
+    def stop(self, timeout: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Close every connection (Pusher 4200: reconnect), then every actor and socket."""
+        if not self.running:
+            return
+        self.running = False
+        self._hub.call(self._stop_in_hub, timeout, timeout=timeout + 10)
+        self._hub.stop()
+        log.info("actorcast stopped")
+
+    def _stop_in_hub(self, timeout: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        if self._server is not None:
+            self._server.close()  # no new connections
+        for ref in self._app_actors.values():
+            ref.proxy().terminate_all(protocol.RECONNECT, "Server is shutting down").get(timeout=timeout)
+        if self._server is not None:
+            # Waits (bounded) for every connection's handler, which waits for
+            # its writer to flush the close frame, then kills stragglers.
+            self._server.stop(timeout=timeout)
+        if self._metrics_server is not None:
+            self._metrics_server.stop(timeout=1)
+        for ref in self._app_actors.values():
+            ref.stop(timeout=timeout)
+        self._app_actors.clear()
+        if self._metrics is not None:
+            self._metrics.stop(timeout=timeout)
+
+    def __enter__(self) -> Node:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # --- publishing ------------------------------------------------------------
+
+    def broadcast(
+        self,
+        app_id: str,
+        channels: str | Iterable[str],
+        event: str,
+        data: Any,
+        socket_id: str | None = None,
+    ) -> None:
+        """Send an event to every subscriber of ``channels`` (except ``socket_id``).
+
+        ``data`` is sent as the Pusher HTTP API sends it: a str goes as is,
+        any other JSON value is JSON-encoded once. Returns once the event is
+        queued for delivery; invalid names raise ProtocolError here.
+        """
+        app = self.apps.by_id(app_id)
+        if app is None:
+            raise ActorcastError(f"unknown app id {app_id!r}")
+        if isinstance(channels, str):
+            channels = (channels,)
+        else:
+            channels = tuple(channels)
+        for channel in channels:
+            names.validate_channel_name(channel, app.max_channel_name_length, allow_server_to_user=True)
+        names.validate_event_name(event, app.max_event_name_length)
+        if not self.running:
+            raise ActorcastError("node is not running")
+        message = Publish(channels, event, data, socket_id, time.monotonic())
+        self._hub.post(self._app_actors[app.id].tell, message)
+
+    # --- glue and queries ------------------------------------------------------
+
+    def _connect(self, app: App, writer: Any) -> ActorSession:
+        ref = ConnectionActor.start(app, writer, self._app_actors[app.id], self._metrics)
+        return ActorSession(ref)
+
+    def _flush_metrics(self) -> None:
+        self._metrics.proxy().flush().get(timeout=5)
+
+    def _connection_count_in_hub(self) -> int:
+        return sum(ref.proxy().connection_count().get(timeout=5) for ref in self._app_actors.values())
+
+    def connection_count(self, app_id: str | None = None) -> int:
+        """Open connections, for one app or all (asks the app actors)."""
+        def count() -> int:
+            if app_id is None:
+                return self._connection_count_in_hub()
+            return self._app_actors[str(app_id)].proxy().connection_count().get(timeout=5)
+
+        return self._hub.call(count, timeout=10)
+
+    def subscription_count(self, app_id: str, channel: str) -> int:
+        """Subscribers of one channel on this node."""
+        ref = self._app_actors[str(app_id)]
+        return self._hub.call(lambda: ref.proxy().subscription_count(channel).get(timeout=5), timeout=10)
+
+    def metrics_totals(self) -> dict[str, dict[str, int]]:
+        """Exact counter totals ``{app_id: {name: value}}`` (flushes first)."""
+        return self._hub.call(lambda: self._metrics.proxy().totals().get(timeout=5), timeout=10)
+
+    def call(self, func: Any, *args: Any, timeout: float | None = 10) -> Any:
+        """Run ``func(*args)`` on the node's hub and return its result (for tools and tests)."""
+        return self._hub.call(func, *args, timeout=timeout)
+
+

@@ -1,0 +1,24 @@
+"""actorcast: a Pusher Channels server written as an actor system on Pykka and gevent."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="actorcast",
+    version="0.1.0",
+    description="A realtime WebSocket server speaking the Pusher Channels protocol, built on Pykka and gevent",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["actors", "actors.*", "transport", "transport.*"]),
+    install_requires=[
+        "pykka>=4.1,<5",
+        "gevent>=23.9",
+        "gevent-websocket>=0.10.1",
+        "ujson>=5.8",
+        "prometheus-client>=0.17",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "websocket-client>=1.6", "pusher>=3.3"],
+    },
+    entry_points={"console_scripts": ["actorcast=actors.cli:main"]},
+)

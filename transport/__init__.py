@@ -1,0 +1,11 @@
+"""The Pusher protocol and the I/O around it.
+
+Pure modules (no sockets, no gevent, no pykka): ``errors``, ``config``,
+``frames``, ``protocol``, ``names``, ``auth``, ``http_signing``.
+I/O glue on gevent: ``writer``, ``websocket``, ``server``, ``metrics_endpoint``.
+"""
+
+from .config import App, AppTable
+from .errors import ActorcastError, AuthError, ConfigError, HttpError, ProtocolError
+
+__all__ = ["ActorcastError", "App", "AppTable", "AuthError", "ConfigError", "HttpError", "ProtocolError"]

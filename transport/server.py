@@ -1,0 +1,66 @@
+"""The node's listening socket: one port for WebSocket clients and HTTP.
+
+Routes: ``/app/{key}`` (WebSocket, Pusher protocol), ``/apps/{id}/...`` (the
+Pusher HTTP API, when the node provides one), ``/`` and ``/health`` (200 for
+load balancers). Everything else is 404. The server is gevent's pywsgi with
+gevent-websocket's handler doing the upgrade.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from gevent.pywsgi import WSGIServer
+from geventwebsocket.handler import WebSocketHandler
+
+from .websocket import serve_websocket
+
+__all__ = ["NodeWSGIApp", "make_server"]
+
+log = logging.getLogger(__name__)
+
+
+def _text(start_response: Callable, status: str, body: str) -> list[bytes]:
+    data = body.encode("utf-8")
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+class NodeWSGIApp:
+    """The WSGI application behind the node's port."""
+
+    def __init__(
+        self,
+        lookup_app: Callable[[str], Any],
+        connect: Callable[..., Any],
+        http_api: Callable[[dict, Callable], list[bytes]] | None = None,
+    ) -> None:
+        self.lookup_app = lookup_app
+        self.connect = connect
+        self.http_api = http_api
+
+    def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
+        ws = environ.get("wsgi.websocket")
+        if ws is not None:
+            serve_websocket(ws, environ, self.lookup_app, self.connect)
+            return []
+        path = environ.get("PATH_INFO", "")
+        if path in ("/", "/health", "/ready"):
+            return _text(start_response, "200 OK", "OK")
+        if path.startswith("/app/"):
+            return _text(start_response, "426 Upgrade Required", "Connect with a WebSocket client")
+        if path.startswith("/apps/") and self.http_api is not None:
+            return self.http_api(environ, start_response)
+        return _text(start_response, "404 Not Found", f"Not found: {path}")
+
+
+class _QuietHandler(WebSocketHandler):
+    # pywsgi logs every request at INFO through print-like writes; route to logging.
+    def log_request(self) -> None:
+        log.debug(self.format_request())
+
+
+def make_server(listener: Any, app: Callable, *, backlog: int = 2048) -> WSGIServer:
+    """A pywsgi server with WebSocket upgrade on ``listener`` ((host, port) or a socket)."""
+    return WSGIServer(listener, app, handler_class=_QuietHandler, log=None, error_log=log, backlog=backlog)
