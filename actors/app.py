@@ -13,11 +13,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from transport import protocol
+from transport import names, protocol
 
 from .channel import ChannelActor
-from pykka import ActorDeadError
-
 from .messages import (
     Broadcast,
     ChannelEmpty,
@@ -28,9 +26,11 @@ from .messages import (
     Leave,
     LeaveAll,
     Publish,
+    Relay,
+    SignedIn,
     Terminate,
 )
-from .runtime import GeventActor
+from .runtime import GeventActor, tell_if_alive
 
 __all__ = ["AppActor"]
 
@@ -54,6 +54,8 @@ class AppActor(GeventActor):
         self.metrics = metrics
         self.channels: dict[str, _Entry] = {}
         self.connections: dict[str, Any] = {}  # socket_id -> ConnectionActor ref
+        self.users: dict[str, set[str]] = {}  # signed-in user id -> socket ids
+        self.socket_users: dict[str, str] = {}  # socket id -> signed-in user id
         self._next_broadcast = 0
 
     def on_receive(self, message: Any) -> Any:
@@ -74,12 +76,24 @@ class AppActor(GeventActor):
             self.connections[message.socket_id] = message.connection
         elif kind is ConnectionGone:
             self.connections.pop(message.socket_id, None)
+            self._forget_user(message.socket_id)
+        elif kind is Relay:
+            entry = self.channels.get(message.channel)
+            if entry is not None:
+                entry.ref.tell(message)
+        elif kind is SignedIn:
+            self._forget_user(message.socket_id)
+            self.users.setdefault(message.user_id, set()).add(message.socket_id)
+            self.socket_users[message.socket_id] = message.user_id
         else:
             return super().on_receive(message)
         return None
 
     def publish(self, message: Publish) -> None:
         """Encode the event once per channel and hand the frame to its actor."""
+        for name in message.channels:
+            if name not in self.channels and names.is_cache_channel(name):
+                self._channel(name, create=True)  # keeps the event for later subscribers
         targets = [(name, self.channels[name]) for name in message.channels if name in self.channels]
         self._next_broadcast += 1
         bid = self._next_broadcast
@@ -97,11 +111,25 @@ class AppActor(GeventActor):
     def terminate_all(self, code: int, message: str) -> int:
         """Ask every connection to close with ``code``; returns how many were asked."""
         for ref in list(self.connections.values()):
-            try:
-                ref.tell(Terminate(code, message))
-            except ActorDeadError:
-                pass  # it stopped on its own; its ConnectionGone is on the way
+            tell_if_alive(ref, Terminate(code, message))  # a dead one's ConnectionGone is on the way
         return len(self.connections)
+
+    def terminate_user(self, user_id: str) -> int:
+        """Close every connection of a signed-in user (Pusher 4009); returns how many."""
+        sockets = list(self.users.get(user_id, ()))
+        for socket_id in sockets:
+            ref = self.connections.get(socket_id)
+            if ref is not None:
+                tell_if_alive(ref, Terminate(protocol.UNAUTHORIZED, "Connections terminated for this user"))
+        return len(sockets)
+
+    def _forget_user(self, socket_id: str) -> None:
+        user_id = self.socket_users.pop(socket_id, None)
+        if user_id is not None:
+            sockets = self.users[user_id]
+            sockets.discard(socket_id)
+            if not sockets:
+                del self.users[user_id]
 
     def subscription_count(self, channel: str, timeout: float = 5.0) -> int:
         """Subscribers of ``channel`` on this node (asks its channel actor)."""
@@ -113,6 +141,10 @@ class AppActor(GeventActor):
     def channel_names(self) -> list[str]:
         """Channels with at least one subscriber (or a join in flight)."""
         return list(self.channels)
+
+    def channel_refs(self) -> dict[str, Any]:
+        """Every live channel's actor ref, by name."""
+        return {name: entry.ref for name, entry in self.channels.items()}
 
     def channel_ref(self, name: str) -> Any:
         """The channel's actor ref, or None when nobody is subscribed."""

@@ -5,6 +5,9 @@ frame encoded once for everybody; the actor offers those same bytes to each
 subscriber's writer. ``offer`` never blocks (a slow socket queues in its own
 bounded buffer), so the loop costs what the sends cost, whatever the number
 of subscribers. Counts go to the metrics actor once per broadcast.
+
+Presence channels also own their members (user id -> info and sockets);
+cache channels keep their last event for new subscribers.
 """
 
 from __future__ import annotations
@@ -13,18 +16,30 @@ import logging
 import time
 from typing import Any
 
-from transport import protocol
+from transport import names, protocol
 
-from .messages import Broadcast, ChannelEmpty, FanoutDone, Join, Leave, Sent
-from .runtime import GeventActor, tell_if_alive
+from .messages import Broadcast, ChannelEmpty, FanoutDone, Join, Leave, Relay, Sent
+from .runtime import GeventActor, call_later, tell_if_alive
 
 __all__ = ["ChannelActor"]
 
 log = logging.getLogger(__name__)
 
+CACHE_TTL_SECONDS = 30 * 60
+SUBSCRIPTION_COUNT_INTERVAL = 1.0
+
+
+class _Tick:
+    """A timer of this channel fired (cache expiry, subscription count)."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
 
 class ChannelActor(GeventActor):
-    """One channel of one app; started and stopped by that app's actor."""
+    """One channel of one app; started and retired by that app's actor."""
 
     def __init__(self, app: Any, name: str, app_actor: Any, metrics: Any) -> None:
         super().__init__()
@@ -36,6 +51,14 @@ class ChannelActor(GeventActor):
         # directly, without an attribute lookup per subscriber.
         self.offers: dict[str, Any] = {}
         self.joins = 0
+        self.presence = names.channel_kind(name) is names.ChannelKind.PRESENCE
+        self.members: dict[str, tuple[Any, set[str]]] = {}  # user_id -> (user_info, socket ids)
+        self.socket_users: dict[str, str] = {}  # socket_id -> user_id (presence)
+        self.cache = names.is_cache_channel(name)
+        self.cached: bytes | None = None
+        self._cache_timer: Any = None
+        self._count_timer: Any = None
+        self._count_sent = 0
         self._succeeded = protocol.event_frame(name, "pusher_internal:subscription_succeeded", {})
 
     def on_receive(self, message: Any) -> Any:
@@ -46,9 +69,20 @@ class ChannelActor(GeventActor):
             self.join(message)
         elif kind is Leave:
             self.leave(message.socket_id)
+        elif kind is Relay:
+            self.relay(message)
+        elif kind is _Tick:
+            self._tick(message.what)
         else:
             return super().on_receive(message)
         return None
+
+    def on_stop(self) -> None:
+        for timer in (self._cache_timer, self._count_timer):
+            if timer is not None:
+                timer.kill(block=False)
+
+    # --- the hot path ----------------------------------------------------------
 
     def broadcast(self, message: Broadcast) -> None:
         """Offer the pre-encoded frame to every subscriber but the excluded one."""
@@ -62,23 +96,143 @@ class ChannelActor(GeventActor):
             for offer in self.offers.values():
                 if offer is not skip:
                     sent += offer(frame)
-        self.metrics.tell(
-            FanoutDone(self.app.id, message.broadcast_id, sent, sent * len(frame), time.monotonic())
-        )
+        if self.cache:
+            self._keep(frame)
+        self.metrics.tell(FanoutDone(self.app.id, message.broadcast_id, sent, sent * len(frame), time.monotonic()))
+
+    def relay(self, message: Relay) -> None:
+        """A client event: to everyone else, and only from a subscriber."""
+        if message.socket_id not in self.offers:
+            return  # the sender left (or never joined) before its event got here
+        frame, skip, sent = message.frame, self.offers[message.socket_id], 0
+        for offer in self.offers.values():
+            if offer is not skip:
+                sent += offer(frame)
+        if sent:
+            self.metrics.tell(Sent(self.app.id, sent, sent * len(frame)))
+
+    # --- membership ------------------------------------------------------------
 
     def join(self, message: Join) -> None:
         """Add a subscriber and confirm on its own socket (before any event)."""
         self.joins += 1
-        offer = message.writer.offer
-        self.offers[message.socket_id] = offer
-        if offer(self._succeeded):
-            self.metrics.tell(Sent(self.app.id, 1, len(self._succeeded)))
+        socket_id, offer = message.socket_id, message.writer.offer
+        if socket_id in self.offers:
+            self._send(offer, self._succeeded_frame())  # a repeated subscribe: confirm again
+            return
+        member = message.member
+        if self.presence and member is not None:
+            if not self._add_member(socket_id, member, offer):
+                return
+        self.offers[socket_id] = offer
+        self._send(offer, self._succeeded_frame())
+        if self.cache:
+            self._send(offer, self.cached or protocol.event_frame(self.name, "pusher:cache_miss", {}))
+        self._count_changed()
+
+    def _add_member(self, socket_id: str, member: Any, offer: Any) -> bool:
+        entry = self.members.get(member.user_id)
+        if entry is None:
+            if len(self.members) >= self.app.max_presence_members:
+                error = {
+                    "type": "LimitReached",
+                    "error": f"Presence channel {self.name} is full ({self.app.max_presence_members} members)",
+                    "status": 403,
+                }
+                self._send(offer, protocol.event_frame(self.name, "pusher:subscription_error", error))
+                self._maybe_empty()
+                return False
+            frame = protocol.event_frame(
+                self.name,
+                "pusher_internal:member_added",
+                {"user_id": member.user_id, "user_info": member.user_info},
+            )
+            self._fan_out(frame)  # before adding: the joiner is not told about itself
+            entry = self.members[member.user_id] = (member.user_info, set())
+        entry[1].add(socket_id)
+        self.socket_users[socket_id] = member.user_id
+        return True
 
     def leave(self, socket_id: str) -> None:
         """Remove a subscriber; an empty channel asks its app actor to retire it."""
-        if self.offers.pop(socket_id, None) is not None and not self.offers:
+        if self.offers.pop(socket_id, None) is None:
+            return
+        user_id = self.socket_users.pop(socket_id, None)
+        if user_id is not None:
+            sockets = self.members[user_id][1]
+            sockets.discard(socket_id)
+            if not sockets:
+                del self.members[user_id]
+                self._fan_out(protocol.event_frame(self.name, "pusher_internal:member_removed", {"user_id": user_id}))
+        self._count_changed()
+        self._maybe_empty()
+
+    def _maybe_empty(self) -> None:
+        if not self.offers and self.cached is None:
             tell_if_alive(self.app_actor, ChannelEmpty(self.name, self.joins))
 
+    # --- answers for the HTTP API and tests ----------------------------------
+
     def subscription_count(self) -> int:
-        """How many connections are subscribed (asked by the HTTP API and tests)."""
+        """How many connections are subscribed."""
         return len(self.offers)
+
+    def info(self) -> dict[str, Any]:
+        """``subscription_count``, and ``user_count`` for presence channels."""
+        out: dict[str, Any] = {"subscription_count": len(self.offers)}
+        if self.presence:
+            out["user_count"] = len(self.members)
+        return out
+
+    def user_ids(self) -> list[str]:
+        """The ids of the users present (presence channels)."""
+        return list(self.members)
+
+    # --- helpers -----------------------------------------------------------------
+
+    def _succeeded_frame(self) -> bytes:
+        if not self.presence:
+            return self._succeeded
+        ids = list(self.members)
+        data = {"presence": {"ids": ids, "hash": {uid: info for uid, (info, _) in self.members.items()}, "count": len(ids)}}
+        return protocol.event_frame(self.name, "pusher_internal:subscription_succeeded", data)
+
+    def _send(self, offer: Any, frame: bytes) -> None:
+        if offer(frame):
+            self.metrics.tell(Sent(self.app.id, 1, len(frame)))
+
+    def _fan_out(self, frame: bytes) -> None:
+        sent = 0
+        for offer in self.offers.values():
+            sent += offer(frame)
+        if sent:
+            self.metrics.tell(Sent(self.app.id, sent, sent * len(frame)))
+
+    def _keep(self, frame: bytes) -> None:
+        self.cached = frame
+        if self._cache_timer is not None:
+            self._cache_timer.kill(block=False)
+        self._cache_timer = call_later(CACHE_TTL_SECONDS, self._tell_tick, "cache")
+
+    def _count_changed(self) -> None:
+        # Throttled: a burst of joins yields one update, not one per join
+        # (one per join would make a big channel's joins cost O(N^2) frames).
+        if self.app.enable_subscription_count and not self.presence and self._count_timer is None:
+            self._count_timer = call_later(SUBSCRIPTION_COUNT_INTERVAL, self._tell_tick, "count")
+
+    def _tell_tick(self, what: str) -> None:
+        tell_if_alive(self.actor_ref, _Tick(what))
+
+    def _tick(self, what: str) -> None:
+        if what == "cache":
+            self.cached, self._cache_timer = None, None
+            self._maybe_empty()
+        elif what == "count":
+            self._count_timer = None
+            if self.offers and len(self.offers) != self._count_sent:
+                self._count_sent = len(self.offers)
+                self._fan_out(
+                    protocol.event_frame(
+                        self.name, "pusher_internal:subscription_count", {"subscription_count": len(self.offers)}
+                    )
+                )

@@ -1,23 +1,25 @@
 """The connection actor: one per client connection, owner of its subscriptions.
 
 Data flow: the WebSocket glue reads frames and tells this actor each text
-message; the actor parses it (``transport.protocol``), answers on its own
-writer, and forwards joins and leaves to its app's actor. Broadcasts never
-pass through here: channel actors write straight to the writer this actor
-lent them. When the actor stops, for whatever reason, it leaves every
-channel it joined and closes its writer.
+message; the actor parses it (``transport.protocol``), checks names and
+signatures (``transport.names``, ``transport.auth``), answers on its own
+writer, and forwards joins, leaves and client events to its app's actor.
+Broadcasts never pass through here: channel actors write straight to the
+writer this actor lent them. When the actor stops, for whatever reason, it
+leaves every channel it joined and closes its writer.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-from transport import protocol
-from transport.errors import ProtocolError
-from transport.frames import close_frame
-
 from pykka import ActorDeadError
+
+from transport import auth, names, protocol
+from transport.errors import AuthError, ProtocolError
+from transport.frames import close_frame
 
 from .messages import (
     ClientText,
@@ -28,7 +30,9 @@ from .messages import (
     Join,
     Leave,
     LeaveAll,
+    Relay,
     Sent,
+    SignedIn,
     Terminate,
 )
 from .runtime import GeventActor, tell_if_alive
@@ -36,6 +40,8 @@ from .runtime import GeventActor, tell_if_alive
 __all__ = ["ActorSession", "ConnectionActor"]
 
 log = logging.getLogger(__name__)
+
+Kind = names.ChannelKind
 
 
 class ConnectionActor(GeventActor):
@@ -48,8 +54,11 @@ class ConnectionActor(GeventActor):
         self.app_actor = app_actor
         self.metrics = metrics
         self.socket_id = socket_id or protocol.new_socket_id()
-        self.channels: set[str] = set()
+        self.channels: dict[str, str | None] = {}  # joined channel -> presence user_id (or None)
+        self.user: auth.SignedInUser | None = None
         self.closing = False
+        self._window_start = 0.0  # client-event rate limit: a fixed one-second window
+        self._window_events = 0
         writer.on_sent = self._count_drained
         writer.on_overflow = self._overflow
 
@@ -102,28 +111,82 @@ class ConnectionActor(GeventActor):
             self.subscribe(message)
         elif kind is protocol.Unsubscribe:
             if message.channel in self.channels:
-                self.channels.discard(message.channel)
+                del self.channels[message.channel]
                 self.app_actor.tell(Leave(message.channel, self.socket_id))
         elif kind is protocol.ClientEvent:
-            self.fail(ProtocolError(None, "Client events are not supported on this channel"))
+            self.client_event(message)
+        elif kind is protocol.Signin:
+            self.signin(message)
         # Pong refreshes activity in the reader; Unknown events are ignored, as Pusher does.
 
     def subscribe(self, message: protocol.Subscribe) -> None:
-        """Validate a subscription and hand it to the app actor."""
+        """Validate a subscription (name, signature) and hand it to the app actor."""
         channel = message.channel
-        if not channel or len(channel) > self.app.max_channel_name_length:
-            raise ProtocolError(None, f"Invalid channel name {channel!r}")
-        if channel.startswith(("private-", "presence-")):
-            self.send(
-                protocol.event_frame(
-                    channel,
-                    "pusher:subscription_error",
-                    {"type": "AuthError", "error": "Private and presence channels need auth", "status": 401},
+        own_user_channel = self.may_join_user_channel(channel)
+        names.validate_channel_name(channel, self.app.max_channel_name_length, allow_server_to_user=own_user_channel)
+        member = None
+        try:
+            kind = names.channel_kind(channel)
+            if kind is Kind.PRESENCE:
+                auth.verify_channel_auth(
+                    self.app.key, self.app.secret, self.socket_id, channel, message.auth, message.channel_data
                 )
-            )
+                member = auth.parse_presence_channel_data(message.channel_data, self.app.max_user_info_bytes)
+            elif kind is not Kind.PUBLIC:
+                auth.verify_channel_auth(self.app.key, self.app.secret, self.socket_id, channel, message.auth)
+        except ProtocolError as exc:
+            status = exc.status if isinstance(exc, AuthError) else 400
+            error = {"type": "AuthError", "error": exc.message, "status": status}
+            self.send(protocol.event_frame(channel, "pusher:subscription_error", error))
             return
-        self.channels.add(channel)
-        self.app_actor.tell(Join(channel, self.socket_id, self.writer, self.actor_ref))
+        self.channels[channel] = member.user_id if member is not None else None
+        self.app_actor.tell(Join(channel, self.socket_id, self.writer, self.actor_ref, member))
+
+    def client_event(self, message: protocol.ClientEvent) -> None:
+        """Relay a ``client-*`` event to the channel's other subscribers."""
+        channel, event = message.channel, message.event
+        names.validate_event_name(event, self.app.max_event_name_length)
+        if not self.app.enable_client_messages:
+            raise ProtocolError(None, "Client events are disabled for this app: enable_client_messages")
+        kind = names.channel_kind(channel)
+        if kind is Kind.PUBLIC or kind is Kind.PRIVATE_ENCRYPTED:
+            raise ProtocolError(None, f"Client events are only allowed on private and presence channels, not {channel}")
+        if channel not in self.channels:
+            raise ProtocolError(None, f"Subscribe to {channel} before sending client events on it")
+        now = time.monotonic()
+        if now - self._window_start >= 1.0:
+            self._window_start, self._window_events = now, 0
+        self._window_events += 1
+        if self._window_events > self.app.client_events_per_second:
+            raise ProtocolError(
+                protocol.CLIENT_EVENT_REJECTED,
+                f"Client event rejected: more than {self.app.client_events_per_second} per second",
+            )
+        frame = protocol.event_frame(channel, event, message.data, self.channels[channel])
+        if len(frame) > self.app.max_event_bytes + 512:  # 512: room for the envelope around data
+            raise ProtocolError(None, f"Client event is over the {self.app.max_event_bytes} byte limit")
+        self.app_actor.tell(Relay(channel, frame, self.socket_id))
+
+    def signin(self, message: protocol.Signin) -> None:
+        """User authentication: verify, answer ``pusher:signin_success``, tell the app actor."""
+        try:
+            auth.verify_user_auth(self.app.key, self.app.secret, self.socket_id, message.user_data, message.auth)
+            user = auth.parse_user_data(message.user_data)
+        except ProtocolError as exc:
+            # Pusher closes a connection whose sign-in fails (4009: unauthorized).
+            self.close(protocol.UNAUTHORIZED, exc.message)
+            return
+        self.user = user
+        self.send(protocol.event_frame(None, "pusher:signin_success", {"user_data": user.raw}))
+        self.app_actor.tell(SignedIn(user.id, self.socket_id))
+
+    def may_join_user_channel(self, channel: str) -> bool:
+        """``#server-to-user-{id}`` is open only to that signed-in user."""
+        return (
+            self.user is not None
+            and isinstance(channel, str)
+            and names.user_id_from_server_to_user(channel) == self.user.id
+        )
 
     # --- output --------------------------------------------------------------
 
@@ -156,11 +219,8 @@ class ConnectionActor(GeventActor):
             + close_frame(protocol.OVER_CAPACITY, "over capacity"),
             drop_queued=True,
         )
-        self.metrics.tell(Counted(self.app.id, "dropped", 1))
-        try:
-            self.actor_ref.tell(Terminate(protocol.OVER_CAPACITY, "Client is not reading fast enough"))
-        except ActorDeadError:
-            log.debug("overflow on a connection that already stopped")
+        tell_if_alive(self.metrics, Counted(self.app.id, "dropped", 1))
+        tell_if_alive(self.actor_ref, Terminate(protocol.OVER_CAPACITY, "Client is not reading fast enough"))
 
     def _count_drained(self, frames: int, nbytes: int) -> None:
         tell_if_alive(self.metrics, Sent(self.app.id, frames, nbytes))

@@ -19,7 +19,9 @@ __all__ = [
     "Leave",
     "LeaveAll",
     "Publish",
+    "Relay",
     "Sent",
+    "SignedIn",
     "Counted",
     "Terminate",
 ]
@@ -76,6 +78,13 @@ class ConnectionGone(NamedTuple):
     socket_id: str
 
 
+class SignedIn(NamedTuple):
+    """A connection signed in as ``user_id`` (pusher:signin verified)."""
+
+    user_id: str
+    socket_id: str
+
+
 class ChannelEmpty(NamedTuple):
     """A channel actor lost its last subscriber after ``joins`` joins."""
 
@@ -93,6 +102,14 @@ class Broadcast(NamedTuple):
     except_socket_id: str | None
     broadcast_id: int
     started: float
+
+
+class Relay(NamedTuple):
+    """A client event's finished frame, from subscriber ``socket_id`` to the others."""
+
+    channel: str
+    frame: bytes
+    socket_id: str
 
 
 # --- to a connection actor ---------------------------------------------------

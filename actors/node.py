@@ -24,10 +24,11 @@ from transport import names, protocol
 from transport.config import App, AppTable
 from transport.errors import ActorcastError, ProtocolError
 from transport.metrics_endpoint import make_metrics_server
-from transport.server import NodeWSGIApp, make_server
+from transport.server import NodeWSGIApp, http_api_wsgi, make_server
 
 from .app import AppActor
 from .connection import ActorSession, ConnectionActor
+from .http_backend import NodeBackend
 from .messages import Publish
 from .metrics import MetricsActor
 from .runtime import HubThread
@@ -81,7 +82,7 @@ class Node:
         self._metrics = MetricsActor.start(self.registry, self.metrics_flush_interval)
         for app in self.apps:
             self._app_actors[app.id] = AppActor.start(app, self._metrics)
-        wsgi = NodeWSGIApp(self.apps.by_key, self._connect)
+        wsgi = NodeWSGIApp(self.apps.by_key, self._connect, http_api_wsgi(self.apps, NodeBackend(self._app_actors)))
         self._server = make_server((self.host, self.port), wsgi)
         try:
             self._server.start()

@@ -16,7 +16,7 @@ from geventwebsocket.handler import WebSocketHandler
 
 from .websocket import serve_websocket
 
-__all__ = ["NodeWSGIApp", "make_server"]
+__all__ = ["NodeWSGIApp", "http_api_wsgi", "make_server"]
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,53 @@ class NodeWSGIApp:
             return _text(start_response, "200 OK", "OK")
         if path.startswith("/app/"):
             return _text(start_response, "426 Upgrade Required", "Connect with a WebSocket client")
-        if path.startswith("/apps/") and self.http_api is not None:
+        if path.startswith(("/apps/", "/users/")) and self.http_api is not None:
             return self.http_api(environ, start_response)
         return _text(start_response, "404 Not Found", f"Not found: {path}")
+
+
+MAX_HTTP_BODY_BYTES = 1 << 20
+
+
+def http_api_wsgi(apps: Any, backend: Any) -> Callable[[dict, Callable], list[bytes]]:
+    """WSGI glue for ``transport.http_api``: read the body (bounded), answer JSON."""
+    import time
+
+    from .http_api import Response, handle_request
+
+    def app(environ: dict, start_response: Callable) -> list[bytes]:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            response = Response(400, {"error": "Invalid Content-Length"})
+        elif length > MAX_HTTP_BODY_BYTES:
+            response = Response(413, {"error": f"Body over {MAX_HTTP_BODY_BYTES} bytes"})
+        else:
+            body = environ["wsgi.input"].read(length) if length else b""
+            response = handle_request(
+                environ.get("REQUEST_METHOD", "GET"),
+                environ.get("PATH_INFO", ""),
+                environ.get("QUERY_STRING", ""),
+                body,
+                apps,
+                backend,
+                time.time(),
+            )
+        data = response.encoded()
+        reason = _REASONS.get(response.status, "Error")
+        start_response(
+            f"{response.status} {reason}",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
+        )
+        return [data]
+
+    return app
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 413: "Payload Too Large", 503: "Service Unavailable"}
 
 
 class _QuietHandler(WebSocketHandler):
