@@ -17,11 +17,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import logging
+
 import gevent
+import gevent.exceptions
 import gevent.event
 import gevent.queue
 import pykka
 from gevent import monkey
+
+log = logging.getLogger(__name__)
 
 __all__ = ["GeventActor", "GeventFuture", "HubThread", "call_later", "sleep", "spawn", "tell_if_alive"]
 
@@ -147,7 +152,12 @@ class HubThread:
                 box.append((False, exc))
             started.set()
             if box[0][0]:
-                self._stop_event.wait()
+                try:
+                    self._stop_event.wait()
+                except gevent.exceptions.LoopExit:
+                    # Nothing left on the hub (the node closed its servers) before
+                    # the stop callback arrived: the thread is done either way.
+                    log.debug("hub of %s ran out of work", self.name)
 
         self._thread = _OsThread(target=main, name=self.name, daemon=True)
         self._thread.start()
