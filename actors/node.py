@@ -31,7 +31,7 @@ from .connection import ActorSession, ConnectionActor
 from .http_backend import NodeBackend
 from .messages import Publish
 from .metrics import MetricsActor
-from .runtime import HubThread
+from .runtime import HubThread, sleep
 
 __all__ = ["Node"]
 
@@ -61,6 +61,7 @@ class Node:
         self.registry = CollectorRegistry()
         self._hub = HubThread()
         self._server: Any = None
+        self._wsgi: Any = None
         self._metrics_server: Any = None
         self._metrics: Any = None
         self._app_actors: dict[str, Any] = {}
@@ -82,8 +83,8 @@ class Node:
         self._metrics = MetricsActor.start(self.registry, self.metrics_flush_interval)
         for app in self.apps:
             self._app_actors[app.id] = AppActor.start(app, self._metrics)
-        wsgi = NodeWSGIApp(self.apps.by_key, self._connect, http_api_wsgi(self.apps, NodeBackend(self._app_actors)))
-        self._server = make_server((self.host, self.port), wsgi)
+        self._wsgi = NodeWSGIApp(self.apps.by_key, self._connect, http_api_wsgi(self.apps, NodeBackend(self._app_actors)))
+        self._server = make_server((self.host, self.port), self._wsgi)
         try:
             self._server.start()
             self.port = self._server.server_port
@@ -111,10 +112,12 @@ class Node:
             self._server.close()  # no new connections
         for ref in self._app_actors.values():
             ref.proxy().terminate_all(protocol.RECONNECT, "Server is shutting down").get(timeout=timeout)
+        # Bounded wait for every socket to flush its close frame and close.
+        deadline = time.monotonic() + timeout
+        while self._wsgi is not None and self._wsgi.open_sockets > 0 and time.monotonic() < deadline:
+            sleep(0.02)
         if self._server is not None:
-            # Waits (bounded) for every connection's handler, which waits for
-            # its writer to flush the close frame, then kills stragglers.
-            self._server.stop(timeout=timeout)
+            self._server.stop(timeout=1)
         if self._metrics_server is not None:
             self._metrics_server.stop(timeout=1)
         for ref in self._app_actors.values():

@@ -71,12 +71,37 @@ class GeventFuture(pykka.Future):
         self.async_result.set_exception(exc_value, exc_info=(exc_type, exc_value, exc_tb))
 
 
+class _StoppedFlag:
+    """What Pykka needs of ``actor_stopped``: ``set`` and ``is_set``.
+
+    Pykka makes it a ``threading.Event`` (a lock and a condition, ~1 KiB);
+    all of a node's actors live on one hub thread, and there is one actor per
+    connection, so a plain flag is enough and much smaller.
+    """
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 class GeventActor(pykka.Actor):
     """A Pykka actor whose loop runs in a greenlet on the current gevent hub.
 
     Start it from code running on the hub that should own it (the node's hub);
     use ``ref.tell`` to fan out and ``ref.ask(..., timeout=...)`` only at edges.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The ref keeps its own handle on the flag (``ActorRef.is_alive``).
+        self.actor_stopped = self._actor_ref.actor_stopped = _StoppedFlag()  # type: ignore[assignment]
 
     @staticmethod
     def _create_actor_inbox() -> gevent.queue.SimpleQueue:

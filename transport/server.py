@@ -39,11 +39,29 @@ class NodeWSGIApp:
         self.lookup_app = lookup_app
         self.connect = connect
         self.http_api = http_api
+        self.open_sockets = 0  # adopted WebSocket connections not yet closed
+
+    def opened(self) -> None:
+        """The WebSocket glue took a socket over."""
+        self.open_sockets += 1
+
+    def closed(self) -> None:
+        """The WebSocket glue closed a socket it had taken over."""
+        self.open_sockets -= 1
+
+    @property
+    def current_app(self) -> NodeWSGIApp:
+        # gevent-websocket calls ``current_app.on_close`` as it tears a socket
+        # down; without this it builds a throwaway class on every close.
+        return self
+
+    def on_close(self, *reason: Any) -> None:
+        """Nothing to do: the connection's session already handled its end."""
 
     def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
         ws = environ.get("wsgi.websocket")
         if ws is not None:
-            serve_websocket(ws, environ, self.lookup_app, self.connect)
+            serve_websocket(ws, environ, self.lookup_app, self.connect, self)
             return []
         path = environ.get("PATH_INFO", "")
         if path in ("/", "/health", "/ready"):

@@ -1,12 +1,17 @@
 """WebSocket glue: moves bytes between a socket and a connection session.
 
-Data flow: gevent-websocket does the HTTP upgrade; then this greenlet reads
-raw bytes, :class:`~transport.frames.FrameDecoder` turns them into messages,
-and each text message is handed to the session (the node's connection
-actor). Everything the server says goes out through the connection's
-:class:`~transport.writer.SocketWriter`. Silence is watched here too: after
-``activity_timeout`` seconds without a byte we send ``pusher:ping``, and after
-``pong_timeout`` more we close with 4201.
+Data flow: gevent-websocket does the HTTP upgrade in a pywsgi handler
+greenlet; we then take the socket's descriptor over and let that greenlet
+end. From there a connection is two libev watchers and no greenlet: when
+the socket is readable, :meth:`WebSocketConnection._on_readable` reads once
+(non-blocking), :class:`~transport.frames.FrameDecoder` turns the bytes into
+messages, and each text message is handed to the session (the node's
+connection actor). Everything the server says goes out through the
+connection's :class:`~transport.writer.SocketWriter`. An idle connection
+thus costs a few small objects, not a greenlet's stack.
+
+Silence is watched by a timer: after ``activity_timeout`` seconds without a
+byte we send ``pusher:ping``; after ``pong_timeout`` more we close with 4201.
 """
 
 from __future__ import annotations
@@ -15,16 +20,19 @@ import logging
 import socket
 from typing import Any, Callable, Protocol
 
+import gevent
+
 from . import protocol
 from .errors import ProtocolError
 from .frames import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameDecoder, close_frame, encode_frame, parse_close_payload
-from .writer import SocketWriter
+from .writer import CLOSE_GRACE_SECONDS, SocketWriter
 
-__all__ = ["Session", "serve_websocket"]
+__all__ = ["Session", "WebSocketConnection", "serve_websocket"]
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 65536
+READ_SIZE = 16384
+_EV_READ = 1
 
 
 class Session(Protocol):
@@ -54,12 +62,17 @@ def serve_websocket(
     environ: dict,
     lookup_app: Callable[[str], Any],
     connect: Callable[[Any, SocketWriter], Session],
-) -> None:
-    """Run one upgraded connection until it ends (called in its handler greenlet)."""
+    sockets: Any = None,
+) -> WebSocketConnection | None:
+    """Adopt one upgraded connection (called in its pywsgi handler greenlet).
+
+    Returns the running connection, or None when it was refused. ``sockets``
+    (optional) has ``opened()``/``closed()``, called when this glue takes a
+    socket over and when it finally closes it.
+    """
     handler = ws.handler
     gsock = handler.socket
-    # gevent-websocket must not write its own close frame after us.
-    ws.closed = True
+    ws.closed = True  # gevent-websocket must not write a close frame of its own
     try:
         key = protocol.check_connect_request(environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""))
         app = lookup_app(key)
@@ -69,58 +82,186 @@ def serve_websocket(
             raise ProtocolError(protocol.APP_DISABLED, "App is disabled", fatal=True)
     except ProtocolError as exc:
         _refuse(gsock, exc)
-        return
-    writer = SocketWriter(gsock._sock, max_buffer_bytes=app.max_buffer_bytes)
+        return None
+    early = _take_buffered(handler.rfile, gsock)
+    handler.rfile.close()
+    # Take the descriptor from pywsgi: it must neither read nor close it when
+    # this handler greenlet returns.
+    sock = socket.socket(fileno=gsock.detach())
+    sock.setblocking(False)
+    handler.socket = None
+    if sockets is not None:
+        sockets.opened()
+    connection = WebSocketConnection(sock, app, sockets.closed if sockets is not None else None)
     try:
-        session = connect(app, writer)
+        connection.open(connect)
     except ProtocolError as exc:  # e.g. over the app's connection quota
-        _refuse(gsock, exc)
-        return
-    reason = "client closed"
+        connection.refuse(exc)
+        return None
+    connection.start(early)
+    return connection
+
+
+def _take_buffered(rfile: Any, gsock: Any) -> bytes:
+    # Clients send nothing before the 101 answer, so this is almost always
+    # empty; a zero timeout makes the read return what is buffered, or nothing.
+    gsock.settimeout(0)
     try:
-        reason = _read_loop(handler.rfile, gsock, writer, session, app)
-    except ProtocolError as exc:
-        reason = exc.message
-        code = exc.code if exc.code is not None else 1002
-        writer.close(close_frame(code, exc.message[:100]))
-    except OSError as exc:
-        reason = f"socket error: {exc!r}"
-    finally:
-        session.closed(reason)
-        writer.close()
-        writer.join(timeout=5.0)
+        return rfile.read1(READ_SIZE) or b""
+    except OSError:
+        return b""
 
 
-def _read_loop(rfile: Any, gsock: Any, writer: SocketWriter, session: Session, app: Any) -> str:
-    decoder = FrameDecoder(app.max_message_bytes)
-    awaiting_pong = False
-    gsock.settimeout(app.activity_timeout)
-    while True:
+class WebSocketConnection:
+    """One client socket after the upgrade: a read watcher, an idle timer, a writer."""
+
+    __slots__ = (
+        "_ended",
+        "_io",
+        "_last_read",
+        "_loop",
+        "_on_close",
+        "_ping_sent",
+        "_timer",
+        "app",
+        "decoder",
+        "session",
+        "sock",
+        "writer",
+    )
+
+    def __init__(self, sock: socket.socket, app: Any, on_close: Callable[[], None] | None = None) -> None:
+        self.sock = sock
+        self.app = app
+        self.writer = SocketWriter(sock, max_buffer_bytes=app.max_buffer_bytes)
+        self.decoder = FrameDecoder(app.max_message_bytes)
+        self.session: Session | None = None
+        self._on_close = on_close
+        self._loop = gevent.get_hub().loop
+        self._io: Any = None
+        self._timer: Any = None
+        self._last_read = 0.0
+        self._ping_sent: float | None = None
+        self._ended = False
+
+    def open(self, connect: Callable[[Any, SocketWriter], Session]) -> None:
+        """Create the session (the connection actor) for this socket."""
+        self.session = connect(self.app, self.writer)
+
+    def refuse(self, error: ProtocolError) -> None:
+        """Close before any session exists, saying why."""
+        self.writer.close(protocol.error_frame(error.code, error.message) + close_frame(error.code, error.message[:100]))
+        self._ended = True
+        self._finish()
+
+    def start(self, early: bytes = b"") -> None:
+        """Begin watching the socket; ``early`` holds bytes read during the upgrade."""
+        self._last_read = self._loop.now()
+        self._io = self._loop.io(self.sock.fileno(), _EV_READ)
+        self._io.start(self._on_readable)
+        self._arm(self.app.activity_timeout)
+        if early:
+            self._received(early)
+
+    # --- reading (runs in the hub, must never block) ---------------------------
+
+    def _on_readable(self) -> None:
         try:
-            data = rfile.read1(READ_SIZE)
-        except socket.timeout:
-            if awaiting_pong:
-                session.terminate(protocol.PONG_NOT_RECEIVED, "Pong reply not received")
-                return "pong not received"
-            writer.offer(protocol.PING_FRAME)
-            awaiting_pong = True
-            gsock.settimeout(app.pong_timeout)
-            continue
+            data = self.sock.recv(READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._end(f"socket error: {exc!r}")
+            return
         if not data:
-            return "client closed"
-        if awaiting_pong:
-            awaiting_pong = False
-            gsock.settimeout(app.activity_timeout)
-        for message in decoder.feed(data):
+            self._end("client closed")
+            return
+        self._last_read = self._loop.now()
+        self._received(data)
+
+    def _received(self, data: bytes) -> None:
+        try:
+            messages = self.decoder.feed(data)
+        except ProtocolError as exc:
+            self.writer.close(close_frame(exc.code if exc.code is not None else 1002, exc.message[:100]))
+            self._end(exc.message)
+            return
+        for message in messages:
             opcode = message.opcode
             if opcode == OP_TEXT:
-                session.text(message.text)
+                try:
+                    text = message.text
+                except ProtocolError as exc:
+                    self.writer.close(close_frame(exc.code, exc.message))
+                    self._end(exc.message)
+                    return
+                self.session.text(text)
             elif opcode == OP_PING:
-                writer.offer(encode_frame(OP_PONG, message.payload))
+                self.writer.offer(encode_frame(OP_PONG, message.payload))
             elif opcode == OP_CLOSE:
                 code, _ = parse_close_payload(message.payload)
-                writer.close(close_frame(code or 1000))
-                return "client sent close"
+                self.writer.close(close_frame(code or 1000))
+                self._end("client sent close")
+                return
             elif opcode != OP_PONG:
                 # Binary frames: Pusher only speaks JSON text; say so, keep the connection.
-                writer.offer(protocol.error_frame(None, "Binary messages are not supported"))
+                self.writer.offer(protocol.error_frame(None, "Binary messages are not supported"))
+
+    # --- silence -----------------------------------------------------------------
+
+    def _arm(self, seconds: float) -> None:
+        if self._timer is not None:
+            self._timer.close()
+        self._timer = self._loop.timer(max(seconds, 0.01))
+        self._timer.start(self._on_timer)
+
+    def _on_timer(self) -> None:
+        # Reads only stamp ``_last_read``; the timer looks at it when it fires,
+        # so a busy connection never re-arms anything per message.
+        if self._ended:
+            return
+        now = self._loop.now()
+        activity, pong = self.app.activity_timeout, self.app.pong_timeout
+        if self._ping_sent is not None and self._last_read > self._ping_sent:
+            self._ping_sent = None  # something came back: the client is alive
+        if self._ping_sent is None:
+            idle = now - self._last_read
+            if idle < activity:
+                self._arm(activity - idle)
+                return
+            self.writer.offer(protocol.PING_FRAME)
+            self._ping_sent = now
+            self._arm(pong)
+        elif now - self._ping_sent >= pong:
+            message = "Pong reply not received"
+            code = protocol.PONG_NOT_RECEIVED
+            self.writer.close(protocol.error_frame(code, message) + close_frame(code, message))
+            self._end("pong not received")
+        else:
+            self._arm(pong - (now - self._ping_sent))
+
+    # --- the end -------------------------------------------------------------------
+
+    def _end(self, reason: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        for watcher in (self._io, self._timer):
+            if watcher is not None:
+                watcher.close()
+        if self.session is not None:
+            self.session.closed(reason)
+        self.writer.close()
+        if self.writer.draining:
+            gevent.spawn(self._finish_after_drain)
+        else:
+            self._finish()
+
+    def _finish_after_drain(self) -> None:
+        self.writer.join(CLOSE_GRACE_SECONDS + 1)
+        self._finish()
+
+    def _finish(self) -> None:
+        self.sock.close()
+        if self._on_close is not None:
+            self._on_close()

@@ -99,6 +99,11 @@ class SocketWriter:
         return False
 
     @property
+    def draining(self) -> bool:
+        """True while a greenlet is flushing queued bytes."""
+        return self._drainer is not None
+
+    @property
     def queued_bytes(self) -> int:
         """Bytes waiting for the socket to become writable."""
         return self._queued_bytes
