@@ -16,6 +16,7 @@ channel's subscribers), ``ConnectionActor`` (one client), ``MetricsActor``
 from transport.config import App
 from transport.errors import ActorcastError, AuthError, ConfigError, HttpError, ProtocolError
 
+from .adapter import Adapter, LocalAdapter
 from .app import AppActor
 from .channel import ChannelActor
 from .connection import ConnectionActor
@@ -25,6 +26,7 @@ from .runtime import GeventActor, GeventFuture, HubThread
 
 __all__ = [
     "ActorcastError",
+    "Adapter",
     "App",
     "AppActor",
     "AuthError",
@@ -35,6 +37,7 @@ __all__ = [
     "GeventFuture",
     "HttpError",
     "HubThread",
+    "LocalAdapter",
     "MetricsActor",
     "Node",
     "ProtocolError",

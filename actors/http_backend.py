@@ -25,15 +25,17 @@ ASK_TIMEOUT = 5.0
 class NodeBackend:
     """Implements the HTTP API's backend over a node's app actors."""
 
-    def __init__(self, app_actors: dict[str, Any]) -> None:
+    def __init__(self, app_actors: dict[str, Any], adapter: Any) -> None:
         self.app_actors = app_actors
+        self.adapter = adapter
 
     def _app_actor(self, app: App) -> Any:
         return self.app_actors[app.id]
 
     def trigger(self, app: App, channels: Sequence[str], event: str, data: str, socket_id: str | None) -> None:
-        # The same path as Node.broadcast: the app actor encodes once per channel.
-        self._app_actor(app).tell(Publish(tuple(channels), event, data, socket_id, time.monotonic()))
+        # The same path as Node.broadcast: through the adapter to the app
+        # actor, which encodes once per channel.
+        self.adapter.publish(app.id, Publish(tuple(channels), event, data, socket_id, time.monotonic()))
 
     def _ask(self, future: Any) -> Any:
         try:

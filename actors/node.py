@@ -26,6 +26,7 @@ from transport.errors import ActorcastError, ProtocolError
 from transport.metrics_endpoint import make_metrics_server
 from transport.server import NodeWSGIApp, http_api_wsgi, make_server
 
+from .adapter import LocalAdapter
 from .app import AppActor
 from .connection import ActorSession, ConnectionActor
 from .http_backend import NodeBackend
@@ -65,6 +66,7 @@ class Node:
         self._metrics_server: Any = None
         self._metrics: Any = None
         self._app_actors: dict[str, Any] = {}
+        self.adapter: Any = LocalAdapter(self._app_actors)
         self.running = False
 
     # --- lifecycle -------------------------------------------------------------
@@ -81,9 +83,10 @@ class Node:
 
     def _start_in_hub(self) -> None:
         self._metrics = MetricsActor.start(self.registry, self.metrics_flush_interval)
+        self.adapter.start()
         for app in self.apps:
             self._app_actors[app.id] = AppActor.start(app, self._metrics)
-        self._wsgi = NodeWSGIApp(self.apps.by_key, self._connect, http_api_wsgi(self.apps, NodeBackend(self._app_actors)))
+        self._wsgi = NodeWSGIApp(self.apps.by_key, self._connect, http_api_wsgi(self.apps, NodeBackend(self._app_actors, self.adapter)))
         self._server = make_server((self.host, self.port), self._wsgi)
         try:
             self._server.start()
@@ -123,6 +126,7 @@ class Node:
         for ref in self._app_actors.values():
             ref.stop(timeout=timeout)
         self._app_actors.clear()
+        self.adapter.stop()
         if self._metrics is not None:
             self._metrics.stop(timeout=timeout)
 
@@ -161,7 +165,7 @@ class Node:
         if not self.running:
             raise ActorcastError("node is not running")
         message = Publish(channels, event, data, socket_id, time.monotonic())
-        self._hub.post(self._app_actors[app.id].tell, message)
+        self._hub.post(self.adapter.publish, app.id, message)
 
     # --- glue and queries ------------------------------------------------------
 
