@@ -18,7 +18,7 @@ from typing import Any
 
 from transport import names, protocol
 
-from .messages import Broadcast, ChannelEmpty, FanoutDone, Join, Leave, Relay, Sent
+from .messages import Broadcast, ChannelEmpty, FanoutDone, Join, JoinRefused, Leave, Relay, Sent
 from .runtime import GeventActor, call_later, tell_if_alive
 
 __all__ = ["ChannelActor"]
@@ -123,6 +123,7 @@ class ChannelActor(GeventActor):
         member = message.member
         if self.presence and member is not None:
             if not self._add_member(socket_id, member, offer):
+                tell_if_alive(message.connection, JoinRefused(self.name))
                 return
         self.offers[socket_id] = offer
         self._send(offer, self._succeeded_frame())

@@ -28,6 +28,7 @@ from .messages import (
     Counted,
     Disconnected,
     Join,
+    JoinRefused,
     Leave,
     LeaveAll,
     Relay,
@@ -96,6 +97,8 @@ class ConnectionActor(GeventActor):
                 self.fail(exc)
         elif kind is Terminate:
             self.close(message.code, message.message)
+        elif kind is JoinRefused:
+            self.channels.pop(message.channel, None)
         elif kind is Disconnected:
             self.actor_ref.stop(block=False)
         else:

@@ -16,6 +16,7 @@ __all__ = [
     "FanoutStarted",
     "Flush",
     "Join",
+    "JoinRefused",
     "Leave",
     "LeaveAll",
     "Publish",
@@ -119,6 +120,12 @@ class ClientText(NamedTuple):
     """A text message the client sent."""
 
     text: str
+
+
+class JoinRefused(NamedTuple):
+    """The channel refused a join (e.g. presence member limit); forget it."""
+
+    channel: str
 
 
 class Disconnected(NamedTuple):

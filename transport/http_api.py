@@ -158,8 +158,11 @@ def _json_body(body: bytes) -> dict[str, Any]:
     return value
 
 
-def _info_attributes(query: Mapping[str, str]) -> set[str]:
-    wanted = {part.strip() for part in query.get("info", "").split(",") if part.strip()}
+def _info_attributes(query: Mapping[str, Any]) -> set[str]:
+    info = query.get("info") or ""
+    if not isinstance(info, str):
+        raise HttpError(400, "'info' must be a comma-separated string, e.g. \"subscription_count,user_count\"")
+    wanted = {part.strip() for part in info.split(",") if part.strip()}
     unknown = wanted - _INFO_ATTRIBUTES
     if unknown:
         raise HttpError(400, f"Unknown info attribute(s) {sorted(unknown)}; use user_count, subscription_count")
@@ -202,7 +205,10 @@ def _validated_event(app: App, event: Any) -> tuple[tuple[str, ...], str, str, s
     if "data" not in event:
         raise HttpError(400, "Missing 'data' (a string; SDKs JSON-encode objects)")
     data = encode_data(event["data"])
-    size = len(data.encode("utf-8"))
+    try:
+        size = len(data.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # a lone surrogate from a "\ud800" escape
+        raise HttpError(400, "'data' is not valid UTF-8 text") from exc
     if size > app.max_event_bytes:
         raise HttpError(413, f"Event data is {size} bytes; the limit is {app.max_event_bytes}")
     socket_id = event.get("socket_id")
@@ -239,15 +245,14 @@ def _trigger_batch(app: App, body: dict[str, Any], backend: Backend) -> Response
         raise HttpError(400, "Body must be {\"batch\": [event, ...]}")
     if len(batch) > app.max_batch_events:
         raise HttpError(400, f"A batch may hold at most {app.max_batch_events} events, not {len(batch)}")
-    events = [_validated_event(app, event) for event in batch]  # all valid, or none sent
-    for channels, name, data, socket_id in events:
+    # Validate everything first: a batch is sent whole or not at all.
+    events = [(_validated_event(app, event), _info_attributes(event)) for event in batch]
+    for (channels, name, data, socket_id), _ in events:
         backend.trigger(app, channels, name, data, socket_id)
-    if any(isinstance(e, dict) and e.get("info") for e in batch):
+    if any(wanted for _, wanted in events):
         infos = [
-            _channel_attributes(app, events[i][0], _info_attributes({"info": e.get("info") or ""}), backend).get(
-                events[i][0][0], {}
-            )
-            for i, e in enumerate(batch)
+            _channel_attributes(app, channels[:1], wanted, backend).get(channels[0], {})
+            for (channels, _, _, _), wanted in events
         ]
         return Response(200, {"batch": infos})
     return Response(200, {})

@@ -1,0 +1,245 @@
+"""examples/pusher_auth.make_auth_app: the auth it signs verifies and works on a real node.
+
+The app is pure WSGI, so most tests call it directly with a fake environ (a form
+POST, as pusher-js sends it). One test serves it over real HTTP (stdlib wsgiref on
+127.0.0.1 port 0, in a thread) and uses its answers to join private and presence
+channels and sign in over a real WebSocket.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import pusher
+import pusher.signature
+import pytest
+import websocket
+
+from actors import App, Node
+from examples.pusher_auth import make_auth_app
+from transport import auth
+
+KEY, SECRET = "app-key", "app-secret"
+SOCKET_ID = "1234.5678"
+ANN = {"id": "42", "user_info": {"name": "Ann"}}
+TIMEOUT = 5.0
+
+
+def post(app, path: str, form: dict[str, str] | None = None, *, method: str = "POST") -> tuple[int, dict[str, str], Any]:
+    """Call the WSGI app as a server would; return (status code, headers, parsed JSON body)."""
+    body = urllib.parse.urlencode(form or {}).encode()
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "CONTENT_TYPE": "application/x-www-form-urlencoded",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
+    started: dict[str, Any] = {}
+
+    def start_response(status, headers, exc_info=None):
+        started["status"], started["headers"] = status, dict(headers)
+
+    chunks = app(environ, start_response)
+    data = b"".join(chunks)
+    assert started["headers"]["Content-Type"] == "application/json"
+    assert int(started["headers"]["Content-Length"]) == len(data)
+    return int(started["status"].split()[0]), started["headers"], json.loads(data)
+
+
+@pytest.fixture
+def auth_app():
+    return make_auth_app(KEY, SECRET, identify=lambda environ: dict(ANN))
+
+
+@pytest.fixture
+def sdk():
+    return pusher.Pusher(app_id="1", key=KEY, secret=SECRET, ssl=False)
+
+
+def _hex(signed: str) -> str:
+    key, _, signature = signed.rpartition(":")
+    assert key == KEY
+    return signature
+
+
+# --- direct WSGI calls ----------------------------------------------------------------
+
+
+def test_private_channel_auth_verifies_and_equals_the_sdks(auth_app, sdk):
+    status, _, body = post(auth_app, "/pusher/auth", {"socket_id": SOCKET_ID, "channel_name": "private-room"})
+    assert status == 200
+    assert set(body) == {"auth"}
+    auth.verify_channel_auth(KEY, SECRET, SOCKET_ID, "private-room", body["auth"])
+    assert body["auth"] == sdk.authenticate(channel="private-room", socket_id=SOCKET_ID)["auth"]
+
+
+def test_presence_channel_auth_signs_channel_data_naming_the_identified_user(auth_app):
+    status, _, body = post(auth_app, "/pusher/auth", {"socket_id": SOCKET_ID, "channel_name": "presence-room"})
+    assert status == 200
+    assert set(body) == {"auth", "channel_data"}
+    auth.verify_channel_auth(KEY, SECRET, SOCKET_ID, "presence-room", body["auth"], body["channel_data"])
+    member = auth.parse_presence_channel_data(body["channel_data"])
+    assert (member.user_id, member.user_info) == ("42", {"name": "Ann"})
+    assert pusher.signature.verify(SECRET, f"{SOCKET_ID}:presence-room:{body['channel_data']}", _hex(body["auth"]))
+
+
+def test_user_auth_signs_the_identified_users_data(auth_app):
+    status, _, body = post(auth_app, "/pusher/user-auth", {"socket_id": SOCKET_ID})
+    assert status == 200
+    assert set(body) == {"auth", "user_data"}
+    auth.verify_user_auth(KEY, SECRET, SOCKET_ID, body["user_data"], body["auth"])
+    user = auth.parse_user_data(body["user_data"])
+    assert (user.id, user.user_info) == ("42", {"name": "Ann"})
+    assert pusher.signature.verify(SECRET, f"{SOCKET_ID}::user::{body['user_data']}", _hex(body["auth"]))
+
+
+def test_auth_is_bound_to_the_socket_and_channel_it_was_asked_for(auth_app):
+    _, _, body = post(auth_app, "/pusher/auth", {"socket_id": SOCKET_ID, "channel_name": "private-room"})
+    with pytest.raises(auth.AuthError):
+        auth.verify_channel_auth(KEY, SECRET, "1.1", "private-room", body["auth"])
+    with pytest.raises(auth.AuthError):
+        auth.verify_channel_auth(KEY, SECRET, SOCKET_ID, "private-other", body["auth"])
+
+
+def test_signatures_use_the_apps_own_key_and_secret():
+    app = make_auth_app("other-key", "other-secret", identify=lambda environ: dict(ANN))
+    _, _, body = post(app, "/pusher/auth", {"socket_id": SOCKET_ID, "channel_name": "private-room"})
+    assert body["auth"].startswith("other-key:")
+    auth.verify_channel_auth("other-key", "other-secret", SOCKET_ID, "private-room", body["auth"])
+    with pytest.raises(auth.AuthError):
+        auth.verify_channel_auth(KEY, SECRET, SOCKET_ID, "private-room", body["auth"])
+
+
+def test_anonymous_visitor_is_refused_with_403():
+    app = make_auth_app(KEY, SECRET, identify=lambda environ: None)
+    for path, form in (("/pusher/auth", {"socket_id": SOCKET_ID, "channel_name": "private-room"}),
+                       ("/pusher/user-auth", {"socket_id": SOCKET_ID})):
+        status, _, body = post(app, path, form)
+        assert status == 403 and "auth" not in body
+
+
+def test_channel_the_user_may_not_join_is_refused_with_403():
+    app = make_auth_app(KEY, SECRET, identify=lambda environ: dict(ANN),
+                        may_join=lambda user, channel: channel != "private-admins")
+    status, _, body = post(app, "/pusher/auth", {"socket_id": SOCKET_ID, "channel_name": "private-admins"})
+    assert status == 403 and "auth" not in body
+    assert post(app, "/pusher/auth", {"socket_id": SOCKET_ID, "channel_name": "private-room"})[0] == 200
+
+
+def test_may_join_is_asked_with_the_identified_user_and_channel():
+    asked = []
+    app = make_auth_app(KEY, SECRET, identify=lambda environ: dict(ANN),
+                        may_join=lambda user, channel: asked.append((user["id"], channel)) or True)
+    post(app, "/pusher/auth", {"socket_id": SOCKET_ID, "channel_name": "presence-room"})
+    assert asked == [("42", "presence-room")]
+
+
+def test_get_is_refused_with_405(auth_app):
+    assert post(auth_app, "/pusher/auth", method="GET")[0] == 405
+
+
+def test_default_identify_makes_a_distinct_guest_per_request():
+    app = make_auth_app(KEY, SECRET)
+    users = [auth.parse_user_data(post(app, "/pusher/user-auth", {"socket_id": SOCKET_ID})[2]["user_data"])
+             for _ in range(2)]
+    assert users[0].id.startswith("guest-") and users[1].id.startswith("guest-")
+    assert users[0].id != users[1].id
+
+
+# --- over real sockets -----------------------------------------------------------------------
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+        pass
+
+
+@pytest.fixture
+def auth_url():
+    """The example app served by wsgiref on 127.0.0.1 port 0 (a thread), shut down after the test."""
+    server = make_server("127.0.0.1", 0, make_auth_app(KEY, SECRET, identify=lambda environ: dict(ANN)),
+                         handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def node():
+    node = Node(apps=[App(id="1", key=KEY, secret=SECRET)], host="127.0.0.1", port=0, metrics_port=None).start()
+    yield node
+    node.stop()
+
+
+class _Socket:
+    def __init__(self, port: int) -> None:
+        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}/app/{KEY}?protocol=7", timeout=TIMEOUT)
+        self.socket_id = json.loads(self.expect("pusher:connection_established")["data"])["socket_id"]
+
+    def recv(self) -> dict[str, Any]:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            self.ws.settimeout(max(deadline - time.monotonic(), 0.01))
+            opcode, payload = self.ws.recv_data(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_TEXT:
+                return json.loads(payload)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                raise AssertionError(f"closed with {struct.unpack('!H', payload[:2])[0] if payload else None}")
+
+    def expect(self, event: str, channel: str | None = None) -> dict[str, Any]:
+        message = self.recv()
+        assert message["event"] == event and (channel is None or message.get("channel") == channel), message
+        return message
+
+    def send(self, event: str, data: Any) -> None:
+        self.ws.send(json.dumps({"event": event, "data": data}))
+
+
+def _form_post(url: str, form: dict[str, str]) -> dict[str, Any]:
+    request = urllib.request.Request(url, data=urllib.parse.urlencode(form).encode(), method="POST",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+        assert response.status == 200
+        return json.loads(response.read())
+
+
+def test_endpoint_auth_lets_a_websocket_client_join_private_and_presence_channels_and_sign_in(auth_url, node):
+    client = _Socket(node.port)
+    try:
+        private = _form_post(f"{auth_url}/pusher/auth", {"socket_id": client.socket_id, "channel_name": "private-room"})
+        client.send("pusher:subscribe", {"channel": "private-room", **private})
+        client.expect("pusher_internal:subscription_succeeded", "private-room")
+
+        presence = _form_post(f"{auth_url}/pusher/auth",
+                              {"socket_id": client.socket_id, "channel_name": "presence-room"})
+        client.send("pusher:subscribe", {"channel": "presence-room", **presence})
+        joined = client.expect("pusher_internal:subscription_succeeded", "presence-room")
+        assert json.loads(joined["data"])["presence"] == {"ids": ["42"], "hash": {"42": {"name": "Ann"}}, "count": 1}
+
+        user = _form_post(f"{auth_url}/pusher/user-auth", {"socket_id": client.socket_id})
+        client.send("pusher:signin", user)
+        signed_in = client.expect("pusher:signin_success")
+        assert json.loads(signed_in["data"])["user_data"] == user["user_data"]
+        client.send("pusher:subscribe", {"channel": "#server-to-user-42"})
+        client.expect("pusher_internal:subscription_succeeded", "#server-to-user-42")
+    finally:
+        client.ws.close(timeout=1)
+
+
+def test_endpoint_answers_a_get_over_http_with_405(auth_url):
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"{auth_url}/pusher/auth", timeout=TIMEOUT)  # a GET
+    assert info.value.code == 405
