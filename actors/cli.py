@@ -65,16 +65,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=(args.log_level or "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The node runs on its own hub thread; this thread only waits for a signal.
+    # Handlers go in first, so a signal during start-up still stops cleanly.
+    stop = HubThread.os_event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     try:
         node = node_from_args(args, dict(os.environ))
         node.start()
     except (ConfigError, OSError, ValueError) as exc:
         print(f"actorcast: {exc}", file=sys.stderr)
         return 2
-    # The node runs on its own hub thread; this thread only waits for a signal.
-    stop = HubThread.os_event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(1.0):
         pass
     logging.getLogger("actorcast").info("shutting down")

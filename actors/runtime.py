@@ -20,7 +20,6 @@ from typing import Any
 import logging
 
 import gevent
-import gevent.exceptions
 import gevent.event
 import gevent.queue
 import pykka
@@ -71,6 +70,21 @@ class GeventFuture(pykka.Future):
         self.async_result.set_exception(exc_value, exc_info=(exc_type, exc_value, exc_tb))
 
 
+class _Inbox(gevent.queue.SimpleQueue):
+    """A gevent queue that lets the hub run between two queued messages.
+
+    ``get`` on a non-empty gevent queue returns without switching, so an actor
+    with a backlog (a channel hit by a burst of broadcasts) would keep the hub
+    to itself, and the writers it fills could not drain until it is done.
+    Yielding first costs one switch per queued message and keeps them fair.
+    """
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        if self.qsize():
+            gevent.sleep(0)
+        return super().get(*args, **kwargs)
+
+
 class _StoppedFlag:
     """What Pykka needs of ``actor_stopped``: ``set`` and ``is_set``.
 
@@ -104,8 +118,8 @@ class GeventActor(pykka.Actor):
         self.actor_stopped = self._actor_ref.actor_stopped = _StoppedFlag()  # type: ignore[assignment]
 
     @staticmethod
-    def _create_actor_inbox() -> gevent.queue.SimpleQueue:
-        return gevent.queue.SimpleQueue()
+    def _create_actor_inbox() -> _Inbox:
+        return _Inbox()
 
     @staticmethod
     def _create_future() -> GeventFuture:
@@ -177,12 +191,10 @@ class HubThread:
                 box.append((False, exc))
             started.set()
             if box[0][0]:
-                try:
-                    self._stop_event.wait()
-                except gevent.exceptions.LoopExit:
-                    # Nothing left on the hub (the node closed its servers) before
-                    # the stop callback arrived: the thread is done either way.
-                    log.debug("hub of %s ran out of work", self.name)
+                # A timed wait keeps a timer on the loop, so an idle hub keeps
+                # serving calls from other threads instead of running dry.
+                while not self._stop_event.wait(1.0):
+                    pass
 
         self._thread = _OsThread(target=main, name=self.name, daemon=True)
         self._thread.start()

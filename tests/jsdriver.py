@@ -297,7 +297,11 @@ def sdk_signer(
             if data is None:
                 return {"error": "no presence_data configured"}
             return client.authenticate(channel, socket_id, data)
-        return client.authenticate(channel, socket_id)
+        answer = dict(client.authenticate(channel, socket_id))
+        if isinstance(answer.get("shared_secret"), bytes):
+            # pusher-http-python 3.3 returns the encrypted channel's secret as bytes.
+            answer["shared_secret"] = answer["shared_secret"].decode("ascii")
+        return answer
 
     return sign
 
@@ -462,8 +466,10 @@ class PusherJsClient:
             return
         try:
             self.auth_response(req["id"], **resp)
-        except Exception:
-            pass  # process gone
+        except DriverExited:
+            pass  # process gone: nobody is waiting for the answer
+        except Exception as exc:  # answer fast rather than let pusher-js time out
+            self.auth_response(req["id"], error=f"auth_response failed: {exc!r}")
 
     def _read_stderr(self) -> None:
         try:

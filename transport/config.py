@@ -51,6 +51,10 @@ class App:
         for name in ("key", "secret"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ConfigError(f"app {self.id}: '{name}' must be a non-empty string")
+        for name in ("activity_timeout", "pong_timeout", "client_events_per_second"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"app {self.id}: '{name}' must be a positive number")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name.startswith("max_") and value is not None and (not isinstance(value, int) or value <= 0):

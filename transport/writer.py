@@ -95,6 +95,8 @@ class SocketWriter:
             return False
         if n == len(frame):
             return True
+        if n and self.on_sent is not None:
+            self.on_sent(0, n)  # the bytes went out now; the frame counts when it completes
         self._enqueue(memoryview(frame)[n:] if n else frame)
         return False
 
@@ -177,10 +179,10 @@ class SocketWriter:
                         self._broken(exc)
                         return
                     self._queued_bytes -= n
+                    sent_bytes += n
                     if n == len(data):
                         queue.popleft()
                         sent_frames += 1
-                        sent_bytes += n
                     else:
                         queue[0] = memoryview(data)[n:]
                         break
@@ -192,7 +194,7 @@ class SocketWriter:
                 self._blocked = False
         finally:
             self._drainer = None
-            if sent_frames and self.on_sent is not None:
+            if sent_bytes and self.on_sent is not None:
                 self.on_sent(sent_frames, sent_bytes)
 
     def _broken(self, exc: OSError) -> None:

@@ -301,7 +301,10 @@ function bindChannel(channel) {
   if (channel.__driverBound) return;
   channel.__driverBound = true;
   const name = channel.name;
-  channel.bind_global((eventName, data, metadata) => {
+  // pusher-js hands global callbacks (eventName, data) only; the metadata
+  // (user_id of a presence client event) is passed to emit, so report there.
+  const originalEmit = channel.emit.bind(channel);
+  channel.emit = (eventName, data, metadata) => {
     const ev = { type: 'event', channel: name, event: eventName };
     if (eventName === 'pusher:subscription_succeeded' && channel.members) {
       ev.data = describeMembers(channel.members);
@@ -310,7 +313,8 @@ function bindChannel(channel) {
     }
     if (metadata && metadata.user_id !== undefined) ev.user_id = metadata.user_id;
     emit(ev);
-  });
+    return originalEmit(eventName, data, metadata);
+  };
 }
 
 function buildOptions() {
