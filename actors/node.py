@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from transport import names, protocol
 from transport.config import App, AppTable
-from transport.errors import ActorcastError, ProtocolError
+from transport.errors import ActorcastError
 from transport.metrics_endpoint import make_metrics_server
 from transport.server import NodeWSGIApp, http_api_wsgi, make_server
 
