@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from .errors import ConfigError
@@ -30,7 +30,6 @@ class App:
     enabled: bool = True
     enable_client_messages: bool = True
     enable_subscription_count: bool = False
-    enable_user_authentication: bool = False
     max_connections: int | None = None
     max_event_bytes: int = 10 * 1024
     max_channels_per_event: int = 100
@@ -44,7 +43,6 @@ class App:
     pong_timeout: float = 30
     max_message_bytes: int = 64 * 1024
     max_buffer_bytes: int = 1 << 20
-    webhooks: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "id", str(self.id))
@@ -69,11 +67,8 @@ class App:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown app setting(s) {unknown}; known: {sorted(known)}")
-        values = dict(data)
-        if "webhooks" in values:
-            values["webhooks"] = tuple(values["webhooks"])
         try:
-            return cls(**values)
+            return cls(**dict(data))
         except TypeError as exc:
             raise ConfigError(str(exc)) from exc
 

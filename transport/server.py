@@ -39,15 +39,26 @@ class NodeWSGIApp:
         self.lookup_app = lookup_app
         self.connect = connect
         self.http_api = http_api
-        self.open_sockets = 0  # adopted WebSocket connections not yet closed
+        # Adopted WebSocket connections not yet closed, per app id: the glue's
+        # own bookkeeping, read synchronously for connection quotas.
+        self.sockets_by_app: dict[str, int] = {}
 
-    def opened(self) -> None:
-        """The WebSocket glue took a socket over."""
-        self.open_sockets += 1
+    @property
+    def open_sockets(self) -> int:
+        """WebSocket connections open on this port, all apps."""
+        return sum(self.sockets_by_app.values())
 
-    def closed(self) -> None:
-        """The WebSocket glue closed a socket it had taken over."""
-        self.open_sockets -= 1
+    def admit(self, app: Any) -> bool:
+        """False when ``app`` is at its ``max_connections``."""
+        return app.max_connections is None or self.sockets_by_app.get(app.id, 0) < app.max_connections
+
+    def opened(self, app: Any) -> None:
+        """The WebSocket glue took a socket of ``app`` over."""
+        self.sockets_by_app[app.id] = self.sockets_by_app.get(app.id, 0) + 1
+
+    def closed(self, app: Any) -> None:
+        """The WebSocket glue closed a socket of ``app``."""
+        self.sockets_by_app[app.id] -= 1
 
     @property
     def current_app(self) -> NodeWSGIApp:

@@ -67,8 +67,9 @@ def serve_websocket(
     """Adopt one upgraded connection (called in its pywsgi handler greenlet).
 
     Returns the running connection, or None when it was refused. ``sockets``
-    (optional) has ``opened()``/``closed()``, called when this glue takes a
-    socket over and when it finally closes it.
+    (optional) keeps count: ``admit(app)`` may refuse (4004, over quota),
+    ``opened(app)``/``closed(app)`` run when this glue takes a socket over and
+    when it finally closes it.
     """
     handler = ws.handler
     gsock = handler.socket
@@ -83,6 +84,9 @@ def serve_websocket(
     except ProtocolError as exc:
         _refuse(gsock, exc)
         return None
+    if sockets is not None and not sockets.admit(app):
+        _refuse(gsock, ProtocolError(protocol.OVER_QUOTA, "Over the app's connection quota", fatal=True))
+        return None
     early = _take_buffered(handler.rfile, gsock)
     handler.rfile.close()
     # Take the descriptor from pywsgi: it must neither read nor close it when
@@ -90,9 +94,11 @@ def serve_websocket(
     sock = socket.socket(fileno=gsock.detach())
     sock.setblocking(False)
     handler.socket = None
+    on_close = None
     if sockets is not None:
-        sockets.opened()
-    connection = WebSocketConnection(sock, app, sockets.closed if sockets is not None else None)
+        sockets.opened(app)
+        on_close = lambda: sockets.closed(app)  # noqa: E731 - a one-line callback
+    connection = WebSocketConnection(sock, app, on_close)
     try:
         connection.open(connect)
     except ProtocolError as exc:  # e.g. over the app's connection quota

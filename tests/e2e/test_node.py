@@ -456,3 +456,21 @@ def test_node_works_as_a_context_manager():
             node.broadcast("1", "news", "ev", "x")
             client.expect("ev", "news")
     assert not node.running
+
+
+def test_connections_over_the_app_quota_are_refused_with_4004(make_node, open_client, wait_until):
+    from actors import App
+    from tests.wsclient import PusherClient
+
+    node = make_node(App(max_connections=2))
+    first, second = open_client(node), open_client(node)
+    third = PusherClient.connect(node.port, established=False)
+    code, before = third.expect_close()
+    assert code == 4004
+    assert before[0]["event"] == "pusher:error" and before[0]["data"]["code"] == 4004
+    first.close()
+    wait_until(lambda: node.connection_count() == 1, message="the first connection is gone")
+    wait_until(lambda: node.call(lambda: node._wsgi.open_sockets) == 1, message="its socket is closed")
+    fourth = open_client(node)  # room again
+    assert fourth.socket_id
+    second.ping()

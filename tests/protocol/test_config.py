@@ -62,9 +62,9 @@ def test_timeouts_must_be_positive(field):
 # --- from_dict / load_apps -----------------------------------------------------
 
 
-def test_from_dict_builds_an_app_and_turns_webhooks_into_a_tuple():
-    app = App.from_dict({"id": "7", "key": "k", "secret": "s", "webhooks": [{"url": "http://x"}], "max_connections": 3})
-    assert app == App(id="7", key="k", secret="s", webhooks=({"url": "http://x"},), max_connections=3)
+def test_from_dict_builds_an_app():
+    app = App.from_dict({"id": "7", "key": "k", "secret": "s", "max_connections": 3})
+    assert app == App(id="7", key="k", secret="s", max_connections=3)
 
 
 def test_from_dict_rejects_unknown_settings_and_lists_the_known_ones():
