@@ -63,8 +63,7 @@ class AppActor(GeventActor):
         if kind is Publish:
             self.publish(message)
         elif kind is Join:
-            self._channel(message.channel, create=True).joins += 1
-            self.channels[message.channel].ref.tell(message)
+            self._forward(message.channel, message, create=True)
         elif kind is Leave:
             self._leave(message.channel, message.socket_id)
         elif kind is LeaveAll:
@@ -78,9 +77,7 @@ class AppActor(GeventActor):
             self.connections.pop(message.socket_id, None)
             self._forget_user(message.socket_id)
         elif kind is Relay:
-            entry = self.channels.get(message.channel)
-            if entry is not None:
-                entry.ref.tell(message)
+            self._forward(message.channel, message)
         elif kind is SignedIn:
             self._forget_user(message.socket_id)
             self.users.setdefault(message.user_id, set()).add(message.socket_id)
@@ -100,9 +97,9 @@ class AppActor(GeventActor):
         if not targets:
             return
         self.metrics.tell(FanoutStarted(self.app.id, bid, len(targets), message.started))
-        for name, entry in targets:
+        for name, _ in targets:
             frame = protocol.event_frame(name, message.event, message.data, message.user_id)
-            entry.ref.tell(Broadcast(frame, message.except_socket_id, bid, message.started))
+            self._forward(name, Broadcast(frame, message.except_socket_id, bid, message.started))
 
     def connection_count(self) -> int:
         """Open connections of this app on this node."""
@@ -158,10 +155,23 @@ class AppActor(GeventActor):
             entry = self.channels[name] = _Entry(ref)
         return entry
 
+    def _forward(self, name: str, message: Any, *, create: bool = False) -> None:
+        entry = self._channel(name, create=create)
+        if entry is None:
+            return
+        if type(message) is Join:
+            entry.joins += 1
+        if not tell_if_alive(entry.ref, message):
+            # The channel actor died of a bug (Pykka logged it). Drop it so
+            # this channel starts afresh on the next join, instead of every
+            # later message to it failing too.
+            log.error("channel actor for %s had stopped; it is replaced on the next join", name)
+            del self.channels[name]
+            if create:
+                self._forward(name, message, create=True)
+
     def _leave(self, channel: str, socket_id: str) -> None:
-        entry = self.channels.get(channel)
-        if entry is not None:
-            entry.ref.tell(Leave(channel, socket_id))
+        self._forward(channel, Leave(channel, socket_id))
 
     def _retire(self, message: ChannelEmpty) -> None:
         entry = self.channels.get(message.channel)

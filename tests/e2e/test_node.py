@@ -474,3 +474,23 @@ def test_connections_over_the_app_quota_are_refused_with_4004(make_node, open_cl
     fourth = open_client(node)  # room again
     assert fourth.socket_id
     second.ping()
+
+
+def test_a_channel_whose_actor_crashed_is_replaced_on_the_next_join(node, open_client, wait_until):
+    from actors.messages import Broadcast
+
+    first = open_client(node)
+    first.subscribe("fragile")
+
+    def crash_channel() -> None:
+        app_actor = node._app_actors["1"]
+        ref = app_actor.proxy().channel_ref("fragile").get(timeout=5)
+        ref.tell(Broadcast(None, None, 0, 0.0))  # not bytes: the send loop raises
+
+    node.call(crash_channel)
+    wait_until(lambda: node.call(lambda: not node._app_actors["1"].proxy().channel_ref("fragile").get(timeout=5).is_alive()),
+               message="the channel actor died")
+    second = open_client(node)
+    second.subscribe("fragile")  # answered by a fresh channel actor
+    node.broadcast("1", "fragile", "after", "ok")
+    assert second.expect("after", "fragile")["data"] == "ok"
