@@ -158,6 +158,7 @@ class WebSocketConnection:
         """Close before any session exists, saying why."""
         self.writer.close(protocol.error_frame(error.code, error.message) + close_frame(error.code, error.message[:100]))
         self._ended = True
+        self.writer.join(CLOSE_GRACE_SECONDS + 1)  # runs in the handler greenlet: it may wait
         self._finish()
 
     def start(self, early: bytes = b"") -> None:
@@ -268,6 +269,7 @@ class WebSocketConnection:
         self._finish()
 
     def _finish(self) -> None:
+        self.writer.abort()  # no greenlet may still wait on the descriptor we close
         self.sock.close()
         if self._on_close is not None:
             self._on_close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections import deque
 from typing import Callable
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BUFFER_BYTES = 1 << 20
 CLOSE_GRACE_SECONDS = 5.0
+DRAIN_POLL_SECONDS = 1.0
 
 
 class SocketWriter:
@@ -140,6 +142,14 @@ class SocketWriter:
         if drainer is not None:
             drainer.join(timeout)
 
+    def abort(self) -> None:
+        """Give up now: stop any drain and shut the socket down (before closing its fd)."""
+        drainer = self._drainer
+        if drainer is not None:
+            drainer.kill(block=True, timeout=1)
+        if not self.closed:
+            self._shutdown()
+
     def _enqueue(self, data: bytes | memoryview) -> None:
         if self._closing or self.closed:
             return
@@ -161,14 +171,20 @@ class SocketWriter:
     def _drain(self) -> None:
         sent_frames = sent_bytes = 0
         queue = self._queue
-        timeout = CLOSE_GRACE_SECONDS if self._closing else None
+        give_up_at: float | None = None
         try:
             while queue and not self.closed:
+                # Wake at least once a second: a close() while we wait must
+                # start its grace period even if the peer never reads again.
+                if self._closing and give_up_at is None:
+                    give_up_at = time.monotonic() + CLOSE_GRACE_SECONDS
                 try:
-                    wait_write(self._sock.fileno(), timeout=timeout)
+                    wait_write(self._sock.fileno(), timeout=DRAIN_POLL_SECONDS)
                 except socket.timeout:
-                    log.debug("gave up flushing a closing socket")
-                    break
+                    if give_up_at is not None and time.monotonic() >= give_up_at:
+                        log.debug("gave up flushing a closing socket")
+                        break
+                    continue
                 while queue:
                     data = queue[0]
                     try:
@@ -186,8 +202,6 @@ class SocketWriter:
                     else:
                         queue[0] = memoryview(data)[n:]
                         break
-                if self._closing:
-                    timeout = CLOSE_GRACE_SECONDS
             if self._closing:
                 self._shutdown()
             else:
