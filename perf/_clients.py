@@ -13,6 +13,7 @@ the receipt time is ``time.monotonic()`` right after ``recv`` returns.
 
 Events: ``connect`` (phase done: ready/failed counts), ``got`` (every ready
 socket of this process has message ``seq``: the driver's pacing signal),
+``floor_got`` (the same for the node host's same-socket floor frame ``seq``),
 ``report`` (counts, duplicates, out-of-order, latency histogram), ``close``.
 """
 
@@ -30,7 +31,7 @@ import ujson
 
 from perf._proc import die_with_parent, emit
 from perf._stats import quantize_us
-from perf._wire import EVENT, handshake_request, subscribe_frame
+from perf._wire import EVENT, FLOOR_EVENT, handshake_request, subscribe_frame
 
 CONNECTING, UPGRADING, WAIT_ESTABLISHED, WAIT_SUBSCRIBED, READY, DEAD = range(6)
 GAVE_UP = 99  # tries value of a connection counted as failed
@@ -62,7 +63,9 @@ class Clients:
         self.deadline = 0.0
         self.connecting = False
         self.cmd_buf = b""
-        self.cache: dict[bytes, tuple[int, float]] = {}  # frame payload -> (seq, t): parse once per message
+        # frame payload -> (seq, t, is same-socket floor frame): parse once per message, so a
+        # floor frame costs the clients what a benchmark event costs them.
+        self.cache: dict[bytes, tuple[int, float, bool]] = {}
         self.reset_stats()
 
     def reset_stats(self) -> None:
@@ -71,6 +74,9 @@ class Clients:
         self.per_seq: dict[int, int] = {}
         self.hist: dict[int, int] = {}
         self.max_us = 0.0
+        self.floor_received = self.floor_max_us = 0
+        self.floor_per_seq: dict[int, int] = {}
+        self.floor_hist: dict[int, int] = {}
         self.errors: list[str] = []
 
     # --- connect phase --------------------------------------------------------
@@ -242,15 +248,19 @@ class Clients:
         info = self.cache.get(payload)
         if info is None:
             msg = ujson.loads(payload)
-            if msg.get("event") != EVENT:
+            event = msg.get("event")
+            if event != EVENT and event != FLOOR_EVENT:
                 self.other += 1
                 return
             data = ujson.loads(msg["data"])
-            info = (data["seq"], data["t"])
+            info = (data["seq"], data["t"], event == FLOOR_EVENT)
             if len(self.cache) > 4096:
                 self.cache.clear()
             self.cache[payload] = info
-        seq, t = info
+        seq, t, floor = info
+        if floor:
+            self.on_floor(seq, (now - t) * 1e6)
+            return
         if seq <= c.last:
             if seq == c.last:
                 self.dups += 1
@@ -270,6 +280,17 @@ class Clients:
         if count == self.ready:
             emit({"ev": "got", "seq": seq})
 
+    def on_floor(self, seq: int, us: float) -> None:
+        """A same-socket floor frame: outside the node's delivery checks, own latency and pacing."""
+        self.other += 1  # not a benchmark event; the driver checks floor_received instead
+        self.floor_received += 1
+        self.floor_max_us = max(self.floor_max_us, us)
+        q = quantize_us(us)
+        self.floor_hist[q] = self.floor_hist.get(q, 0) + 1
+        count = self.floor_per_seq[seq] = self.floor_per_seq.get(seq, 0) + 1
+        if count == self.ready:
+            emit({"ev": "floor_got", "seq": seq})
+
     # --- commands -------------------------------------------------------------
 
     def report(self) -> None:
@@ -286,6 +307,9 @@ class Clients:
                 "per_seq": self.per_seq,
                 "hist": self.hist,
                 "max_us": self.max_us,
+                "floor_received": self.floor_received,
+                "floor_hist": self.floor_hist,
+                "floor_max_us": self.floor_max_us,
                 "errors": self.errors,
             }
         )

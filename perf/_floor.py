@@ -13,6 +13,7 @@ Commands: ``count``, ``send`` {seq, payload_bytes}; events of the same name.
 from __future__ import annotations
 
 import os
+import random
 import selectors
 import socket
 import sys
@@ -21,6 +22,7 @@ import time
 import ujson
 
 from perf._proc import die_with_parent, emit
+from perf._stats import read_schedstat
 from perf._wire import EVENT, make_data, unmask
 from transport import protocol
 
@@ -71,10 +73,16 @@ class Floor:
                 self.socks.append(sock)
 
     def send_pass(self, seq: int, payload_bytes: int) -> None:
+        if seq == 1 and os.environ.get("PERF_FLOOR_ORDER") == "shuffle":
+            # Diagnostic (README, "the 19k gap"): subscribe order decides how many client
+            # processes a stretch of the loop wakes, so it decides CPU contention.
+            for sends in self.groups.values():
+                random.Random(1).shuffle(sends)
         groups = list(self.groups.items())
         t = time.monotonic()
         data = make_data(seq, t, payload_bytes)
         blocked = 0
+        run0, wait0 = read_schedstat()  # CPU vs run-queue wait: was the loop slow or just not running?
         start = time.perf_counter()
         for channel, sends in groups:
             frame = protocol.event_frame(channel, EVENT, data)
@@ -86,9 +94,10 @@ class Floor:
                 except BlockingIOError:
                     blocked += 1
         elapsed = time.perf_counter() - start
+        run1, wait1 = read_schedstat()
         subs = sum(len(s) for _, s in groups)
         emit({"ev": "send", "seq": seq, "t": t, "seconds": elapsed, "subscribers": subs, "blocked": blocked,
-              "frame_bytes": size if groups else 0})
+              "cpu_s": (run1 - run0) / 1e9, "wait_s": (wait1 - wait0) / 1e9, "frame_bytes": size if groups else 0})
 
     def run(self) -> None:
         self.socks: list[socket.socket] = []

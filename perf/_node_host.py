@@ -6,8 +6,20 @@ node runs its gevent hub in a background thread; this main thread only reads
 commands and calls the node's thread-safe API.
 
 Commands (JSON lines): ``mem``, ``counts`` {channels}, ``totals``,
-``broadcast`` {seq, channels, payload_bytes}, ``profile`` {action: start|stop,
-path}, ``stop``. Each is answered by an event of the same name.
+``broadcast`` {seq, channels, payload_bytes}, ``same_floor`` {seq, channels,
+payload_bytes}, ``hub_timings``, ``profile`` {action: start|stop, path},
+``stop``. Each is answered by an event of the same name.
+
+Two measuring tools live here, in this process only (the node's code is untouched):
+
+* ``same_floor``: the floor on the node's own sockets, on its own hub: a bare
+  non-blocking ``send`` loop of one pre-encoded frame per channel over the
+  sockets of the channel's subscribers, timed inside the hub. Unlike the
+  floor server (another process, other sockets) it shares everything with the
+  fan-out: the process, its memory, the same socket objects, the same clients.
+* ``hub_timings``: ``ChannelActor.broadcast`` wrapped to time each channel
+  loop inside the hub (plus the hub thread's CPU and run-queue wait from
+  /proc), so the fan-out can be split into thread hop + loop.
 """
 
 from __future__ import annotations
@@ -20,12 +32,116 @@ import os
 import sys
 import time
 import tracemalloc
+from typing import Any
 
 from perf._proc import die_with_parent, emit
-from perf._stats import read_proc_mem
-from perf._wire import EVENT, make_data
+from perf._stats import read_proc_mem, read_schedstat
+from perf._wire import EVENT, FLOOR_EVENT, make_data
 
 APP_ID = "1"
+# A floor frame's data is this much shorter, so its frame is as long as a benchmark event's.
+FLOOR_SHORTER = len(FLOOR_EVENT) - len(EVENT)
+
+
+def install_hub_timer(log: list) -> None:
+    """Wrap ``ChannelActor.broadcast`` (this process only) to time each loop on the hub.
+
+    Appends (broadcast_id, call time, loop start, loop end, subscribers, hub CPU ns,
+    hub run-queue wait ns) per channel loop. The /proc reads sit outside the
+    timed span; with many channels they add ~20 us per channel to the histogram's.
+    """
+    from actors.channel import ChannelActor
+
+    original = ChannelActor.broadcast
+
+    def timed(self: Any, message: Any) -> None:
+        run0, wait0 = read_schedstat()
+        start = time.monotonic()
+        original(self, message)
+        end = time.monotonic()
+        run1, wait1 = read_schedstat()
+        log.append((message.broadcast_id, message.started, start, end, len(self.offers), run1 - run0, wait1 - wait0))
+
+    ChannelActor.broadcast = timed
+
+
+def hub_timings(log: list) -> list[dict]:
+    """Per broadcast: call -> first loop start (thread hop), first start -> last end, loop sums."""
+    by_id: dict[int, list] = {}
+    for entry in log:
+        by_id.setdefault(entry[0], []).append(entry)
+    log.clear()
+    out = []
+    for bid in sorted(by_id):
+        loops = by_id[bid]
+        first, last = min(e[2] for e in loops), max(e[3] for e in loops)
+        out.append({"hop_s": first - loops[0][1], "span_s": last - first, "loops_s": sum(e[3] - e[2] for e in loops),
+                    "subscribers": sum(e[4] for e in loops), "cpu_s": sum(e[5] for e in loops) / 1e9,
+                    "wait_s": sum(e[6] for e in loops) / 1e9})
+    return out
+
+
+def same_socket_pass(node: Any, channels: list[str], seq: int, payload_bytes: int, where: str = "hub") -> dict:
+    """One bare send pass of a floor frame over the channels' subscriber sockets.
+
+    The loop runs on the hub (``node.call``), or with ``where="main"`` on this
+    process's main thread while the hub idles (a diagnostic: same sockets, a
+    thread with another scheduling history). Writers with queued bytes (none,
+    when paced) get the frame through ``offer`` after the timed loop, so a
+    stream is never reordered; a short send hands its rest to ``offer`` too.
+    Both are counted: non-zero means pacing failed.
+    """
+    t, frames = node.call(_prepare, node, channels, seq, payload_bytes)
+    loop = _send_loop(frames) if where == "main" else node.call(_send_loop, frames, timeout=60)
+    node.call(_finish, frames, loop["short"])
+    from transport import protocol
+
+    return {"seq": seq, "t": t, "seconds": loop["seconds"], "subscribers": sum(len(f[1]) for f in frames),
+            "blocked": len(loop["short"]), "queued": sum(len(f[2]) for f in frames), "cpu_s": loop["cpu_s"],
+            "wait_s": loop["wait_s"], "frame_bytes": len(frames[0][0]) if frames else 0,
+            "event_frame_bytes": len(protocol.event_frame(channels[0], EVENT, make_data(seq, t, payload_bytes)))}
+
+
+def _prepare(node: Any, channels: list[str], seq: int, payload_bytes: int) -> tuple[float, list]:
+    """On the hub: (t, [(frame, raw sends of idle writers, writers with a queue)] per channel)."""
+    from transport import protocol  # the node's own encoder, as the floor server uses
+
+    app = node._app_actors[APP_ID]._actor_weakref()
+    groups = []
+    for name in channels:
+        entry = app.channels.get(name)
+        writers = [offer.__self__ for offer in entry.ref._actor_weakref().offers.values()] if entry else []
+        groups.append((name, [w._send for w in writers if not w._blocked], [w for w in writers if w._blocked]))
+    t = time.monotonic()
+    data = make_data(seq, t, max(0, payload_bytes - FLOOR_SHORTER))
+    return t, [(protocol.event_frame(name, FLOOR_EVENT, data), sends, queued) for name, sends, queued in groups]
+
+
+def _send_loop(frames: list) -> dict:
+    """The timed loop, the same as the floor server's; short sends are noted, not retried."""
+    short: list[tuple[Any, bytes, int]] = []
+    run0, wait0 = read_schedstat()
+    start = time.perf_counter()
+    for frame, sends, _ in frames:
+        size = len(frame)
+        for send in sends:
+            try:
+                if (n := send(frame)) != size:
+                    short.append((send, frame, n))
+            except BlockingIOError:
+                short.append((send, frame, 0))
+    elapsed = time.perf_counter() - start
+    run1, wait1 = read_schedstat()
+    return {"seconds": elapsed, "short": short, "cpu_s": (run1 - run0) / 1e9, "wait_s": (wait1 - wait0) / 1e9}
+
+
+def _finish(frames: list, short: list) -> None:
+    """On the hub: what the loop could not send goes through the writers, in order."""
+    for frame, _, queued in frames:
+        for writer in queued:
+            writer.offer(frame)
+    for send, frame, n in short:
+        send.__self__.offer(memoryview(frame)[n:])
 
 
 def _trace_growth(baseline: tracemalloc.Snapshot | None) -> tracemalloc.Snapshot | None:
@@ -56,6 +172,9 @@ def main() -> None:
         tracemalloc.start(int(os.environ["PERF_TRACEMALLOC"]))
     from actors import App, Node  # imported here: the driver process never loads gevent
 
+    timings: list = []
+    install_hub_timer(timings)
+
     node = Node(
         apps=[App(id=APP_ID, key=args.key, secret=args.secret, activity_timeout=120)],
         host="127.0.0.1",
@@ -76,6 +195,12 @@ def main() -> None:
                 t = time.monotonic()
                 node.broadcast(APP_ID, cmd["channels"], EVENT, make_data(cmd["seq"], t, data_len))
                 emit({"ev": "broadcast", "seq": cmd["seq"], "t": t, "call_us": (time.monotonic() - t) * 1e6})
+            elif op == "same_floor":
+                where = os.environ.get("PERF_SAME_FLOOR_THREAD", "hub")  # "main": diagnostic, see README
+                result = same_socket_pass(node, cmd["channels"], cmd["seq"], cmd["payload_bytes"], where)
+                emit({"ev": "same_floor", **result})
+            elif op == "hub_timings":
+                emit({"ev": "hub_timings", "broadcasts": node.call(hub_timings, timings)})
             elif op == "mem":
                 emit({"ev": "mem", **read_proc_mem(os.getpid())})
                 baseline = _trace_growth(baseline)

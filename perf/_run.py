@@ -7,6 +7,9 @@ Phases, each bounded by a timeout and paced by events from the children
    processes connect and subscribe, read RSS again, then broadcast K messages
    one at a time, each after every client process reported ``got`` for the
    previous one; scrape the fan-out histogram and the sent counter around it.
+   After each broadcast the node host also runs one same-socket floor pass (a
+   bare send loop on the node's own sockets, on its hub), paced by
+   ``floor_got``: interleaved, so both see the same neighbours and clients.
 2. floor: the same client processes connect to the floor server, which sends
    K frames of the same size with a bare ``socket.send`` loop, paced the same.
 """
@@ -23,6 +26,14 @@ from perf._http import HttpTrigger
 from perf._proc import Child, ChildError, spawn, wait_events
 from perf._stats import merge_hist, percentile, scrape
 from perf._wire import EVENT, make_data
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2] if values else 0.0
 
 FANOUT = "actorcast_broadcast_fanout_seconds"
 SENT = "actorcast_messages_sent_total"
@@ -104,10 +115,10 @@ class Layout:
             raise ChildError(f"only {ready}/{self.n} clients connected and subscribed: {errors}")
         return time.monotonic() - started
 
-    def pace(self, seq: int) -> bool:
+    def pace(self, seq: int, ev: str = "got") -> bool:
         """Wait until every client process has message ``seq`` on all its sockets."""
         try:
-            wait_events(self.clients, lambda c, e: e["ev"] == "got" and e["seq"] == seq, self.opts.message_timeout)
+            wait_events(self.clients, lambda c, e: e["ev"] == ev and e["seq"] == seq, self.opts.message_timeout)
             return True
         except ChildError as exc:
             self.fail(f"message {seq}: {exc}")
@@ -135,6 +146,14 @@ class Layout:
             value = percentile(hist, q)
             out[f"{prefix}latency_{name}_ms"] = None if value is None else round(value / 1000, 3)
         out[f"{prefix}latency_max_ms"] = round(max(r["max_us"] for r in reports) / 1000, 3)
+        if any(r.get("floor_received") for r in reports):  # same-socket floor frames (node phase)
+            floor_hist: dict[int, int] = {}
+            for report in reports:
+                merge_hist(floor_hist, report["floor_hist"])
+            out["same_floor_delivered"] = total("floor_received")
+            for name, q in (("p50", 0.5), ("p99", 0.99)):
+                value = percentile(floor_hist, q)
+                out[f"same_floor_latency_{name}_ms"] = None if value is None else round(value / 1000, 3)
         return out
 
     # --- phases ------------------------------------------------------------------
@@ -159,6 +178,7 @@ class Layout:
         tracers = start_tracers(opts, node, len(self.channels))
         calls: list[float] = []
         per: list[float] = []  # fan-out seconds of each broadcast, for the median
+        same: list[dict] = []  # same-socket floor passes, one after each broadcast
         last = before.get((FANOUT + "_sum", "1"), 0)
         for seq in range(1, opts.messages + 1):
             if trigger is not None:
@@ -175,6 +195,11 @@ class Layout:
                 now = scrape(metrics_url)
                 per.append(now.get((FANOUT + "_sum", "1"), 0) - last)
                 last = now.get((FANOUT + "_sum", "1"), 0)
+            if node is not None:
+                same.append(node.request(60, op="same_floor", seq=seq, channels=self.channels,
+                                         payload_bytes=opts.payload_bytes))
+                if not self.pace(seq, "floor_got"):
+                    break
         stop_tracers(tracers)
         if opts.profile and node is not None:
             node.request(60, op="profile", action="stop", path=f"{opts.profile}.c{len(self.channels)}.prof")
@@ -202,12 +227,48 @@ class Layout:
                 r["fanout_median_ms"] = round(sorted(per)[len(per) // 2] * 1e3, 3)
                 r["fanout_min_ms"] = round(min(per) * 1e3, 3)
         if node is not None:
+            self.node_extras(node, same)
+            # Floor frames went out through raw sends, past the node's metrics: the sent
+            # counter counts benchmark events only, as ``delivered`` does.
             sent = node.request(30, op="totals")["totals"].get("sent", 0) - sent_before
             r["node_sent_delta"] = sent
             if sent != r["delivered"]:
                 self.fail(f"node sent counter grew by {sent}, clients got {r['delivered']}")
             mem = node.request(10, op="mem")
             r["node_rss_end_kib"], r["node_peak_rss_kib"] = mem["rss_kib"], mem["hwm_kib"]
+
+    def node_extras(self, node: Child, same: list[dict]) -> None:
+        """Same-socket floor and in-hub fan-out figures (the node host's measuring tools)."""
+        r = self.result
+        hub = node.request(30, op="hub_timings")["broadcasts"]
+        if hub:
+            subs = hub[0]["subscribers"] or 1
+            r["hub_fanout_ms"] = round(_mean([h["span_s"] for h in hub]) * 1e3, 3)
+            r["hub_fanout_median_ms"] = round(_median([h["span_s"] for h in hub]) * 1e3, 3)
+            r["hub_fanout_per_subscriber_us"] = round(_mean([h["span_s"] for h in hub]) / subs * 1e6, 3)
+            r["hub_loops_ms"] = round(_mean([h["loops_s"] for h in hub]) * 1e3, 3)
+            r["hub_hop_ms"] = round(_mean([h["hop_s"] for h in hub]) * 1e3, 3)
+            r["hub_hop_max_ms"] = round(max(h["hop_s"] for h in hub) * 1e3, 3)
+            r["hub_cpu_per_subscriber_us"] = round(_mean([h["cpu_s"] for h in hub]) / subs * 1e6, 3)
+            r["hub_runqueue_wait_ms"] = round(_mean([h["wait_s"] for h in hub]) * 1e3, 3)
+        if not same:
+            return
+        subs = same[0]["subscribers"] or 1
+        seconds = [p["seconds"] for p in same]
+        r["same_socket_floor_total_ms"] = round(_mean(seconds) * 1e3, 3)
+        r["same_socket_floor_total_median_ms"] = round(_median(seconds) * 1e3, 3)
+        r["same_socket_floor_per_subscriber_us"] = round(_mean(seconds) / subs * 1e6, 3)
+        r["same_socket_floor_cpu_per_subscriber_us"] = round(_mean([p["cpu_s"] for p in same]) / subs * 1e6, 3)
+        r["same_socket_floor_runqueue_wait_ms"] = round(_mean([p["wait_s"] for p in same]) * 1e3, 3)
+        r["same_socket_floor_frame_bytes"] = same[0]["frame_bytes"]
+        if same[0]["frame_bytes"] != same[0]["event_frame_bytes"]:
+            r["same_socket_floor_note"] = f"floor frame {same[0]['frame_bytes']} B vs event {same[0]['event_frame_bytes']} B"
+        stray = sum(p["blocked"] + p["queued"] for p in same)
+        if stray:
+            self.fail(f"same-socket floor: {stray} sends blocked or queued (pacing failed; sent counter may be off)")
+        want = self.n * len(same)
+        if r.get("same_floor_delivered") != want:
+            self.fail(f"same-socket floor delivered {r.get('same_floor_delivered')} != {want}")
 
     def run_floor(self) -> None:
         opts, r = self.opts, self.result
@@ -229,6 +290,8 @@ class Layout:
             seconds = sum(p["seconds"] for p in passes) / len(passes)
             r["frame_bytes"] = passes[0]["frame_bytes"]
             r["floor_blocked_sends"] = sum(p["blocked"] for p in passes)
+            r["floor_cpu_per_subscriber_us"] = round(_mean([p["cpu_s"] for p in passes]) / self.n * 1e6, 3)
+            r["floor_runqueue_wait_ms"] = round(_mean([p["wait_s"] for p in passes]) * 1e3, 3)
             r["floor_total_ms"] = round(seconds * 1e3, 3)
             r["floor_per_subscriber_us"] = round(seconds / self.n * 1e6, 3)
             passes.sort(key=lambda p: p["seconds"])
@@ -245,6 +308,17 @@ class Layout:
             r["ratio_to_floor_median"] = round(r["fanout_median_ms"] / r["floor_total_median_ms"], 2)
         if r.get("latency_p99_ms") is not None and r.get("floor_total_ms"):
             r["p99_over_floor_total"] = round(r["latency_p99_ms"] / r["floor_total_ms"], 2)
+        same = r.get("same_socket_floor_per_subscriber_us")
+        if same:
+            if r.get("fanout_per_subscriber_us"):
+                r["ratio_to_same_socket_floor"] = round(r["fanout_per_subscriber_us"] / same, 2)
+            if r.get("hub_fanout_per_subscriber_us"):  # both timed inside the hub: like for like
+                r["hub_ratio_to_same_socket_floor"] = round(r["hub_fanout_per_subscriber_us"] / same, 2)
+            if r.get("hub_cpu_per_subscriber_us") and r.get("same_socket_floor_cpu_per_subscriber_us"):
+                r["cpu_ratio_to_same_socket_floor"] = round(
+                    r["hub_cpu_per_subscriber_us"] / r["same_socket_floor_cpu_per_subscriber_us"], 2)
+            if r.get("latency_p99_ms") is not None:
+                r["p99_over_same_socket_floor_total"] = round(r["latency_p99_ms"] / r["same_socket_floor_total_ms"], 2)
         return r
 
 

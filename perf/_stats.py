@@ -13,7 +13,7 @@ import re
 import urllib.error
 import urllib.request
 
-__all__ = ["merge_hist", "percentile", "quantize_us", "read_proc_mem", "scrape"]
+__all__ = ["merge_hist", "percentile", "quantize_us", "read_proc_mem", "read_schedstat", "scrape"]
 
 
 def quantize_us(us: float) -> int:
@@ -81,3 +81,17 @@ def http_status(url: str, body: bytes, timeout: float = 5.0) -> tuple[int, bytes
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def read_schedstat(path: str = "/proc/thread-self/schedstat") -> tuple[int, int]:
+    """(ns on CPU, ns runnable but waiting for a CPU) of a thread or process, from /proc.
+
+    The second figure is what CPU contention costs: time the task was ready to
+    send but another task (clients, neighbours) had the core. Zeros if unreadable.
+    """
+    try:
+        with open(path) as f:
+            run, wait, _ = f.read().split()
+        return int(run), int(wait)
+    except (OSError, ValueError):
+        return 0, 0

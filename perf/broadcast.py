@@ -10,7 +10,9 @@ It starts a node in a node-host subprocess (so the node's RSS is its own),
 spreads the clients over several client processes (a process may hold at
 most 20,000 file descriptors), broadcasts ``--messages`` events one after
 another, and measures the same send pattern with a bare ``socket.send`` loop
-(the floor). See perf/README.md for what each figure means. Exits 1 when a
+twice: in a floor-server process of its own, and on the node's own sockets
+inside the node's hub (the same-socket floor, interleaved with the
+broadcasts). See perf/README.md for what each figure means. Exits 1 when a
 message was lost, duplicated or reordered or the node's counters disagree
 with what clients received; 2 on a usage error or a timeout.
 """
@@ -144,6 +146,21 @@ ROWS = [
     ("ratio_to_floor (mean; median)", lambda r: f"{r.get('ratio_to_floor')}; {r.get('ratio_to_floor_median')}"),
     ("p99 latency / floor total", lambda r: r.get("p99_over_floor_total")),
     ("floor latency p50/p99 (ms)", lambda r: f"{r.get('floor_latency_p50_ms')}/{r.get('floor_latency_p99_ms')}"),
+    ("fan-out in hub (ms, mean/median)", lambda r: f"{r.get('hub_fanout_ms')} / {r.get('hub_fanout_median_ms')}"),
+    ("hub fan-out per subscriber (us)", lambda r: r.get("hub_fanout_per_subscriber_us")),
+    ("call->loop hop (ms, mean/max)", lambda r: f"{r.get('hub_hop_ms')} / {r.get('hub_hop_max_ms')}"),
+    ("same-socket floor per subscriber (us)", lambda r: r.get("same_socket_floor_per_subscriber_us")),
+    ("same-socket floor total (ms, mean/median)", lambda r: f"{r.get('same_socket_floor_total_ms')} / "
+     f"{r.get('same_socket_floor_total_median_ms')}"),
+    ("ratio_to_same_socket_floor (histogram; hub)", lambda r: f"{r.get('ratio_to_same_socket_floor')}; "
+     f"{r.get('hub_ratio_to_same_socket_floor')}"),
+    ("p99 latency / same-socket floor total", lambda r: r.get("p99_over_same_socket_floor_total")),
+    ("same-socket floor latency p50/p99 (ms)", lambda r: f"{r.get('same_floor_latency_p50_ms')}/"
+     f"{r.get('same_floor_latency_p99_ms')}"),
+    ("CPU/sub us: fan-out / same-sock / floor srv", lambda r: f"{r.get('hub_cpu_per_subscriber_us')} / "
+     f"{r.get('same_socket_floor_cpu_per_subscriber_us')} / {r.get('floor_cpu_per_subscriber_us')}"),
+    ("run-queue wait/pass ms: same three", lambda r: f"{r.get('hub_runqueue_wait_ms')} / "
+     f"{r.get('same_socket_floor_runqueue_wait_ms')} / {r.get('floor_runqueue_wait_ms')}"),
     ("node sent delta / delivered", lambda r: f"{r.get('node_sent_delta')} / {r.get('delivered')}"),
     ("node RSS before/connected/peak (MiB)", lambda r: "/".join(
         f"{r[k] / 1024:.1f}" if r.get(k) is not None else "-"
