@@ -138,8 +138,13 @@ class ConnectionActor(GeventActor):
             elif kind is not Kind.PUBLIC:
                 auth.verify_channel_auth(self.app.key, self.app.secret, self.socket_id, channel, message.auth)
         except ProtocolError as exc:
-            status = exc.status if isinstance(exc, AuthError) else 400
-            error = {"type": "AuthError", "error": exc.message, "status": status}
+            # pusher-js hands this object to the app's subscription_error handler.
+            if isinstance(exc, AuthError):
+                error = {"type": "AuthError", "error": exc.message, "status": exc.status}
+            elif exc.code == auth.USER_INFO_TOO_LARGE_CODE:
+                error = {"type": "LimitReached", "error": exc.message, "status": 413}
+            else:
+                error = {"type": "InvalidChannelData", "error": exc.message, "status": 400}
             self.send(protocol.event_frame(channel, "pusher:subscription_error", error))
             return
         self.channels[channel] = member.user_id if member is not None else None
