@@ -164,7 +164,13 @@ class Node:
         names.validate_event_name(event, app.max_event_name_length)
         if not self.running:
             raise ActorcastError("node is not running")
-        message = Publish(channels, event, data, socket_id, time.monotonic())
+        # Encode here, in the caller's thread: a value JSON cannot carry fails
+        # in the caller, not inside the app actor.
+        try:
+            encoded = protocol.encode_data(data)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ActorcastError(f"event data is not JSON-serializable: {exc}") from exc
+        message = Publish(channels, event, encoded, socket_id, time.monotonic())
         self._hub.post(self.adapter.publish, app.id, message)
 
     # --- glue and queries ------------------------------------------------------

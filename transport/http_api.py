@@ -204,7 +204,10 @@ def _validated_event(app: App, event: Any) -> tuple[tuple[str, ...], str, str, s
     channels = tuple(_check_channel(app, c, allow_server_to_user=True) for c in channels)
     if "data" not in event:
         raise HttpError(400, "Missing 'data' (a string; SDKs JSON-encode objects)")
-    data = encode_data(event["data"])
+    try:
+        data = encode_data(event["data"])
+    except (OverflowError, TypeError) as exc:  # NaN / Infinity parsed from the body
+        raise HttpError(400, "'data' holds a number JSON cannot carry (NaN or Infinity)") from exc
     try:
         size = len(data.encode("utf-8"))
     except UnicodeEncodeError as exc:  # a lone surrogate from a "\ud800" escape

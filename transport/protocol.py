@@ -59,8 +59,12 @@ CLIENT_EVENT_REJECTED = 4301
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON the way Pusher sends it (UTF-8, slashes not escaped)."""
-    return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False)
+    """Compact JSON the way Pusher sends it (UTF-8, slashes not escaped).
+
+    NaN and Infinity are refused (OverflowError): JSON has no such values and
+    clients would fail to parse them.
+    """
+    return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False, allow_nan=False)
 
 
 # --- client -> server -------------------------------------------------------

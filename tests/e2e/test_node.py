@@ -494,3 +494,30 @@ def test_a_channel_whose_actor_crashed_is_replaced_on_the_next_join(node, open_c
     second.subscribe("fragile")  # answered by a fresh channel actor
     node.broadcast("1", "fragile", "after", "ok")
     assert second.expect("after", "fragile")["data"] == "ok"
+
+
+@pytest.mark.parametrize("data", [object(), {1, 2}, float("nan"), b"bytes"])
+def test_broadcast_of_data_json_cannot_carry_fails_in_the_caller_and_the_node_keeps_serving(node, open_client, data):
+    from actors import ActorcastError
+
+    client = open_client(node)
+    client.subscribe("news")
+    with pytest.raises(ActorcastError, match="JSON"):
+        node.broadcast("1", "news", "bad", data)
+    node.broadcast("1", "news", "good", {"ok": True})
+    assert client.expect("good", "news")["data"] == '{"ok":true}'
+
+
+def test_a_client_event_with_nan_data_gets_an_error_and_the_connection_lives_on(node, open_client):
+    from transport.auth import make_channel_auth
+
+    sender, other = open_client(node), open_client(node)
+    for client in (sender, other):
+        auth = make_channel_auth("app-key", "app-secret", client.socket_id, "private-room")
+        client.send_json({"event": "pusher:subscribe", "data": {"channel": "private-room", "auth": auth}})
+        client.expect("pusher_internal:subscription_succeeded", "private-room")
+    sender.send_text('{"event": "client-x", "channel": "private-room", "data": {"v": NaN}}')
+    error = sender.expect("pusher:error")
+    assert "NaN" in error["data"]["message"]
+    sender.ping()
+    other.ping()  # nothing was relayed before the pong

@@ -633,3 +633,13 @@ def test_sdk_sees_our_errors_as_its_error_types(sdk):
     with pytest.raises(pusher.errors.PusherBadAuth):
         wrong.trigger("news", "e", "x")
     assert sdk.fake.triggers == []
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_trigger_data_with_a_number_json_cannot_carry_is_a_400(literal):
+    body = ('{"name": "e", "channel": "c", "data": {"x": %s}}' % literal).encode()
+    backend = FakeBackend()
+    response = call("POST", "/apps/1/events", body=body, backend=backend)
+    assert response.status == 400
+    assert "NaN or Infinity" in response.body["error"]
+    assert backend.triggers == []
