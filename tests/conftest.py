@@ -4,9 +4,10 @@
   registered that live on the test thread's gevent hub (runtime tests), and
   forgets any left on other hubs (a node's hub thread) with a warning, so no
   test sees another test's actors.
-* ``make_node`` / ``node`` start real nodes on 127.0.0.1, port 0 (and a
-  metrics port 0), and stop them after the test.
-* ``open_client`` opens websocket-client connections, closed after the test.
+* ``make_node`` / ``start_node`` / ``node`` start real nodes on 127.0.0.1,
+  port 0 (and a metrics port 0), and stop them after the test.
+* ``open_client`` opens websocket-client connections, closed after the test;
+  ``connect()`` opens one to ``node``.
 * ``wait_until`` polls a condition with a deadline (gevent-aware, so actors
   on the test's own hub keep running while it waits).
 """
@@ -90,9 +91,17 @@ def make_node():
 
 
 @pytest.fixture
-def node(make_node):
+def start_node(make_node):
+    """``start_node(**app_settings)``: ``make_node`` for one ``App(**app_settings)`` (id 1, key app-key)."""
+    from actors import App
+
+    return lambda **settings: make_node(App(**settings))
+
+
+@pytest.fixture
+def node(start_node):
     """A started node serving the default app (id 1, key app-key)."""
-    return make_node()
+    return start_node()
 
 
 @pytest.fixture
@@ -111,3 +120,9 @@ def open_client():
     yield open_
     for client in opened:
         client.ws.shutdown()  # cleanup only: no close handshake to wait for
+
+
+@pytest.fixture
+def connect(node, open_client):
+    """``connect()``: ``open_client(node)``, a PusherClient to the ``node`` fixture's node."""
+    return lambda: open_client(node)

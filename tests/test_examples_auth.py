@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,9 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import pusher
 import pusher.signature
 import pytest
-import websocket
 
-from actors import App, Node
 from examples.pusher_auth import make_auth_app
 from transport import auth
 
@@ -177,37 +173,6 @@ def auth_url():
     thread.join(timeout=5)
 
 
-@pytest.fixture
-def node():
-    node = Node(apps=[App(id="1", key=KEY, secret=SECRET)], host="127.0.0.1", port=0, metrics_port=None).start()
-    yield node
-    node.stop()
-
-
-class _Socket:
-    def __init__(self, port: int) -> None:
-        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}/app/{KEY}?protocol=7", timeout=TIMEOUT)
-        self.socket_id = json.loads(self.expect("pusher:connection_established")["data"])["socket_id"]
-
-    def recv(self) -> dict[str, Any]:
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            self.ws.settimeout(max(deadline - time.monotonic(), 0.01))
-            opcode, payload = self.ws.recv_data(control_frame=True)
-            if opcode == websocket.ABNF.OPCODE_TEXT:
-                return json.loads(payload)
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                raise AssertionError(f"closed with {struct.unpack('!H', payload[:2])[0] if payload else None}")
-
-    def expect(self, event: str, channel: str | None = None) -> dict[str, Any]:
-        message = self.recv()
-        assert message["event"] == event and (channel is None or message.get("channel") == channel), message
-        return message
-
-    def send(self, event: str, data: Any) -> None:
-        self.ws.send(json.dumps({"event": event, "data": data}))
-
-
 def _form_post(url: str, form: dict[str, str]) -> dict[str, Any]:
     request = urllib.request.Request(url, data=urllib.parse.urlencode(form).encode(), method="POST",
                                      headers={"Content-Type": "application/x-www-form-urlencoded"})
@@ -216,27 +181,21 @@ def _form_post(url: str, form: dict[str, str]) -> dict[str, Any]:
         return json.loads(response.read())
 
 
-def test_endpoint_auth_lets_a_websocket_client_join_private_and_presence_channels_and_sign_in(auth_url, node):
-    client = _Socket(node.port)
-    try:
-        private = _form_post(f"{auth_url}/pusher/auth", {"socket_id": client.socket_id, "channel_name": "private-room"})
-        client.send("pusher:subscribe", {"channel": "private-room", **private})
-        client.expect("pusher_internal:subscription_succeeded", "private-room")
+def test_endpoint_auth_lets_a_websocket_client_join_private_and_presence_channels_and_sign_in(auth_url, connect):
+    client = connect()
+    private = _form_post(f"{auth_url}/pusher/auth", {"socket_id": client.socket_id, "channel_name": "private-room"})
+    client.subscribe("private-room", **private)
 
-        presence = _form_post(f"{auth_url}/pusher/auth",
-                              {"socket_id": client.socket_id, "channel_name": "presence-room"})
-        client.send("pusher:subscribe", {"channel": "presence-room", **presence})
-        joined = client.expect("pusher_internal:subscription_succeeded", "presence-room")
-        assert json.loads(joined["data"])["presence"] == {"ids": ["42"], "hash": {"42": {"name": "Ann"}}, "count": 1}
+    presence = _form_post(f"{auth_url}/pusher/auth",
+                          {"socket_id": client.socket_id, "channel_name": "presence-room"})
+    joined = client.subscribe("presence-room", **presence)
+    assert json.loads(joined["data"])["presence"] == {"ids": ["42"], "hash": {"42": {"name": "Ann"}}, "count": 1}
 
-        user = _form_post(f"{auth_url}/pusher/user-auth", {"socket_id": client.socket_id})
-        client.send("pusher:signin", user)
-        signed_in = client.expect("pusher:signin_success")
-        assert json.loads(signed_in["data"])["user_data"] == user["user_data"]
-        client.send("pusher:subscribe", {"channel": "#server-to-user-42"})
-        client.expect("pusher_internal:subscription_succeeded", "#server-to-user-42")
-    finally:
-        client.ws.close(timeout=1)
+    user = _form_post(f"{auth_url}/pusher/user-auth", {"socket_id": client.socket_id})
+    client.send_event("pusher:signin", user)
+    signed_in = client.expect("pusher:signin_success")
+    assert json.loads(signed_in["data"])["user_data"] == user["user_data"]
+    client.subscribe("#server-to-user-42")
 
 
 def test_endpoint_answers_a_get_over_http_with_405(auth_url):

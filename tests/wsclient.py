@@ -4,7 +4,8 @@ Two clients, both on blocking loopback sockets and both bounded by timeouts:
 
 * :class:`PusherClient` wraps ``websocket-client`` (a real, independent
   WebSocket implementation) with Pusher helpers: ``expect`` the next event,
-  ``subscribe``, ``expect_close`` to read the close code.
+  ``subscribe``, ``signin``, ``until_pong`` (a ping barrier), ``expect_close``
+  to read the close code.
 * :class:`RawClient` is a tiny hand-written client for what websocket-client
   will not do: set ``SO_RCVBUF`` before connecting, never read, send
   unmasked, fragmented or byte-by-byte frames.
@@ -65,7 +66,32 @@ def _decode_message(text: str | bytes) -> dict:
     return message
 
 
-class PusherClient:
+class _Expecting:
+    """``expect`` and ``expect_close`` for both clients, built on the class's own ``recv``."""
+
+    def recv(self, timeout: float = TIMEOUT) -> dict:
+        raise NotImplementedError
+
+    def expect(self, event: str, channel: str | None = None, timeout: float = TIMEOUT) -> dict:
+        """Assert that the *next* message is ``event`` (on ``channel``) and return it."""
+        message = self.recv(timeout)
+        assert message.get("event") == event, f"expected {event!r}, got {message!r}"
+        if channel is not None:
+            assert message.get("channel") == channel, f"expected channel {channel!r}, got {message!r}"
+        return message
+
+    def expect_close(self, timeout: float = TIMEOUT) -> tuple[int | None, list[dict]]:
+        """Read until the server's close frame; return (close code, messages before it)."""
+        deadline = time.monotonic() + timeout
+        before: list[dict] = []
+        while True:
+            try:
+                before.append(self.recv(max(deadline - time.monotonic(), 0.001)))
+            except Closed as closed:
+                return closed.code, before
+
+
+class PusherClient(_Expecting):
     """A websocket-client connection speaking Pusher JSON, every read bounded."""
 
     def __init__(self, ws: websocket.WebSocket) -> None:
@@ -121,24 +147,6 @@ class PusherClient:
                 raise AssertionError(f"server sent a binary frame: {payload!r}")
             # pings/pongs at the WebSocket level: not Pusher messages
 
-    def expect(self, event: str, channel: str | None = None, timeout: float = TIMEOUT) -> dict:
-        """Assert that the *next* message is ``event`` (on ``channel``) and return it."""
-        message = self.recv(timeout)
-        assert message.get("event") == event, f"expected {event!r}, got {message!r}"
-        if channel is not None:
-            assert message.get("channel") == channel, f"expected channel {channel!r}, got {message!r}"
-        return message
-
-    def expect_close(self, timeout: float = TIMEOUT) -> tuple[int | None, list[dict]]:
-        """Read until the server's close frame; return (close code, messages before it)."""
-        deadline = time.monotonic() + timeout
-        before: list[dict] = []
-        while True:
-            try:
-                before.append(self.recv(max(deadline - time.monotonic(), 0.001)))
-            except Closed as closed:
-                return closed.code, before
-
     def assert_silent(self, duration: float = 0.2) -> None:
         """Assert that nothing arrives within ``duration`` seconds (a short bounded read)."""
         try:
@@ -155,9 +163,16 @@ class PusherClient:
     def send_text(self, text: str) -> None:
         self.ws.send(text)
 
-    def subscribe(self, channel: str, timeout: float = TIMEOUT) -> dict:
-        """Subscribe and assert the next message is ``subscription_succeeded``."""
-        self.send_json({"event": "pusher:subscribe", "data": {"channel": channel}})
+    def send_event(self, event: str, data: Any, channel: str | None = None) -> None:
+        """Send ``{"event": event, "data": data}`` (with ``channel`` if given)."""
+        message = {"event": event, "data": data}
+        if channel is not None:
+            message["channel"] = channel
+        self.send_json(message)
+
+    def subscribe(self, channel: str, timeout: float = TIMEOUT, **fields: Any) -> dict:
+        """Subscribe (``fields``: auth, channel_data...) and assert the next message is ``subscription_succeeded``."""
+        self.send_event("pusher:subscribe", {"channel": channel, **fields})
         return self.expect("pusher_internal:subscription_succeeded", channel, timeout)
 
     def unsubscribe(self, channel: str) -> None:
@@ -167,6 +182,19 @@ class PusherClient:
         """``pusher:ping`` and assert the next message is ``pusher:pong``."""
         self.send_json({"event": "pusher:ping", "data": {}})
         return self.expect("pusher:pong", timeout=timeout)
+
+    def until_pong(self, timeout: float = TIMEOUT) -> list[dict]:
+        """``pusher:ping``; return every message that arrived before the ``pusher:pong`` (a barrier)."""
+        self.send_event("pusher:ping", {})
+        before: list[dict] = []
+        while (message := self.recv(timeout)).get("event") != "pusher:pong":
+            before.append(message)
+        return before
+
+    def signin(self, sdk: Any, user_id: str, timeout: float = TIMEOUT) -> dict:
+        """``pusher:signin`` with ``sdk.authenticate_user`` (python ``pusher`` SDK); expect and return ``signin_success``."""
+        self.send_event("pusher:signin", sdk.authenticate_user(self.socket_id, {"id": user_id}))
+        return self.expect("pusher:signin_success", timeout=timeout)
 
     def close(self) -> None:
         try:
@@ -199,7 +227,7 @@ def frame_bytes(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = T
     return header + key + masked
 
 
-class RawClient:
+class RawClient(_Expecting):
     """A hand-written WebSocket client on a plain socket, for protocol edge cases."""
 
     def __init__(self, sock: socket.socket, leftover: bytes) -> None:
@@ -294,23 +322,6 @@ class RawClient:
             raise Closed(*_parse_close(payload))
         assert opcode == OP_TEXT, f"unexpected opcode {opcode}"
         return _decode_message(payload)
-
-    def expect(self, event: str, channel: str | None = None, timeout: float = TIMEOUT) -> dict:
-        message = self.recv(timeout)
-        assert message.get("event") == event, f"expected {event!r}, got {message!r}"
-        if channel is not None:
-            assert message.get("channel") == channel, f"expected channel {channel!r}, got {message!r}"
-        return message
-
-    def expect_close(self, timeout: float = TIMEOUT) -> tuple[int | None, list[dict]]:
-        """Read until the close frame; return (close code, messages before it)."""
-        deadline = time.monotonic() + timeout
-        before: list[dict] = []
-        while True:
-            try:
-                before.append(self.recv(max(deadline - time.monotonic(), 0.001)))
-            except Closed as closed:
-                return closed.code, before
 
     def close(self) -> None:
         try:

@@ -127,19 +127,7 @@ def validate_channel_name(
         ProtocolError: code :data:`INVALID_NAME_CODE`; the message names the
             rule that failed.
     """
-    if not isinstance(name, str):
-        raise ProtocolError(
-            INVALID_NAME_CODE,
-            f"Channel name must be a string, got {type(name).__name__}",
-        )
-    if not name:
-        raise ProtocolError(INVALID_NAME_CODE, "Channel name must not be empty")
-    if len(name) > max_length:
-        raise ProtocolError(
-            INVALID_NAME_CODE,
-            f"Channel name is {len(name)} characters long; "
-            f"the limit is {max_length}: {_shorten(name)}",
-        )
+    name = _check_length("Channel", name, max_length)
     if name.startswith(SERVER_TO_USER_PREFIX):
         _check_server_to_user(name, allow_server_to_user)
     elif not _CHANNEL_CHARS.fullmatch(name):
@@ -163,18 +151,19 @@ def validate_event_name(
     Raises:
         ProtocolError: code :data:`INVALID_NAME_CODE`.
     """
+    return _check_length("Event", name, max_length)
+
+
+def _check_length(what: str, name: object, max_length: int) -> str:
+    # The rules channel and event names share: a str of 1..max_length chars.
     if not isinstance(name, str):
-        raise ProtocolError(
-            INVALID_NAME_CODE,
-            f"Event name must be a string, got {type(name).__name__}",
-        )
+        raise ProtocolError(INVALID_NAME_CODE, f"{what} name must be a string, got {type(name).__name__}")
     if not name:
-        raise ProtocolError(INVALID_NAME_CODE, "Event name must not be empty")
+        raise ProtocolError(INVALID_NAME_CODE, f"{what} name must not be empty")
     if len(name) > max_length:
         raise ProtocolError(
             INVALID_NAME_CODE,
-            f"Event name is {len(name)} characters long; "
-            f"the limit is {max_length}: {_shorten(name)}",
+            f"{what} name is {len(name)} characters long; the limit is {max_length}: {_shorten(name)}",
         )
     return name
 

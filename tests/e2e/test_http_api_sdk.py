@@ -1,6 +1,7 @@
 """End to end: the official python ``pusher`` SDK drives a real node's HTTP API.
 
-A node listens on 127.0.0.1 port 0; WebSocket subscribers use ``websocket-client``;
+A node listens on 127.0.0.1 port 0; WebSocket subscribers use ``websocket-client``
+(:class:`tests.wsclient.PusherClient`);
 the server side is ``pusher.Pusher`` talking HTTP to the same port. Every receive is
 bounded, and "nothing else arrived" is proven with a ping barrier: the connection
 answers ``pusher:pong`` in order, after anything already queued for it.
@@ -9,123 +10,18 @@ answers ``pusher:pong`` in order, after anything already queued for it.
 from __future__ import annotations
 
 import json
-import struct
-import time
 from typing import Any
 
 import pusher
 import pusher.errors
 import pytest
 import requests
-import websocket
 
-from actors import App, Node
+from tests.conftest import wait_until
+from tests.wsclient import PusherClient
 from transport.http_signing import sign_request
 
 TIMEOUT = 5.0
-
-
-class Closed(Exception):
-    """The server closed the WebSocket with ``code``."""
-
-    def __init__(self, code: int | None) -> None:
-        super().__init__(f"closed with {code}")
-        self.code = code
-
-
-class Client:
-    """A websocket-client connection speaking Pusher JSON; every read has a deadline."""
-
-    def __init__(self, port: int) -> None:
-        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}/app/app-key?protocol=7", timeout=TIMEOUT)
-        self.socket_id = self.expect("pusher:connection_established")["data"]["socket_id"]
-
-    def recv(self, timeout: float = TIMEOUT) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.ws.settimeout(max(deadline - time.monotonic(), 0.01))
-            opcode, payload = self.ws.recv_data(control_frame=True)
-            if opcode == websocket.ABNF.OPCODE_TEXT:
-                message = json.loads(payload)
-                if isinstance(message.get("data"), str) and message["event"].startswith(("pusher:", "pusher_internal:")):
-                    message["data"] = json.loads(message["data"])
-                return message
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                raise Closed(struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None)
-
-    def expect(self, event: str, channel: str | None = None, timeout: float = TIMEOUT) -> dict[str, Any]:
-        """Assert the next message is ``event`` (on ``channel``)."""
-        message = self.recv(timeout)
-        assert message["event"] == event, message
-        if channel is not None:
-            assert message.get("channel") == channel, message
-        return message
-
-    def send(self, event: str, data: Any, channel: str | None = None) -> None:
-        message = {"event": event, "data": data}
-        if channel is not None:
-            message["channel"] = channel
-        self.ws.send(json.dumps(message))
-
-    def subscribe(self, channel: str, **fields: Any) -> dict[str, Any]:
-        self.send("pusher:subscribe", {"channel": channel, **fields})
-        return self.expect("pusher_internal:subscription_succeeded", channel)
-
-    def until_pong(self) -> list[dict[str, Any]]:
-        """Ping, and return every message that arrived before the pong."""
-        self.send("pusher:ping", {})
-        before = []
-        while (message := self.recv())["event"] != "pusher:pong":
-            before.append(message)
-        return before
-
-    def signin(self, sdk: pusher.Pusher, user_id: str) -> None:
-        self.send("pusher:signin", sdk.authenticate_user(self.socket_id, {"id": user_id}))
-        self.expect("pusher:signin_success")
-
-    def expect_close(self) -> int | None:
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            try:
-                self.recv(max(deadline - time.monotonic(), 0.01))
-            except Closed as closed:
-                return closed.code
-
-    def close(self) -> None:
-        try:
-            self.ws.close(timeout=1)
-        except (OSError, websocket.WebSocketException):
-            pass
-
-
-def wait_for(predicate, timeout: float = TIMEOUT, message: str = "") -> Any:
-    """Poll ``predicate`` until truthy, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {message}")
-        time.sleep(0.02)
-    return value
-
-
-@pytest.fixture
-def node():
-    node = Node(apps=[App()], host="127.0.0.1", port=0, metrics_port=None).start()
-    yield node
-    node.stop()
-
-
-@pytest.fixture
-def connect(node):
-    clients: list[Client] = []
-
-    def connect() -> Client:
-        clients.append(Client(node.port))
-        return clients[-1]
-
-    yield connect
-    for client in clients:
-        client.close()
 
 
 @pytest.fixture
@@ -134,7 +30,7 @@ def sdk(node):
                          ssl=False, timeout=TIMEOUT)
 
 
-def presence_auth(sdk: pusher.Pusher, client: Client, channel: str, user_id: str) -> dict[str, Any]:
+def presence_auth(sdk: pusher.Pusher, client: PusherClient, channel: str, user_id: str) -> dict[str, Any]:
     return sdk.authenticate(channel=channel, socket_id=client.socket_id, custom_data={"user_id": user_id})
 
 
@@ -227,8 +123,8 @@ def test_channel_info_is_occupied_while_subscribed_and_unoccupied_after_the_last
     a = connect()
     a.subscribe("lonely")
     assert sdk.channel_info("lonely", ["subscription_count"]) == {"occupied": True, "subscription_count": 1}
-    a.send("pusher:unsubscribe", {"channel": "lonely"})
-    wait_for(lambda: sdk.channel_info("lonely") == {"occupied": False}, message="channel still occupied")
+    a.unsubscribe("lonely")
+    wait_until(lambda: sdk.channel_info("lonely") == {"occupied": False}, message="channel still occupied")
 
 
 def test_channel_info_of_a_presence_channel_counts_users(sdk, connect):
@@ -292,8 +188,8 @@ def test_terminate_user_connections_closes_every_socket_of_that_user_with_4009(s
     second.signin(sdk, "u1")
     bystander.signin(sdk, "u2")
     assert sdk.terminate_user_connections("u1") == {}
-    assert first.expect_close() == 4009
-    assert second.expect_close() == 4009
+    assert first.expect_close()[0] == 4009
+    assert second.expect_close()[0] == 4009
     assert bystander.until_pong() == []
     assert anonymous.until_pong() == []
 

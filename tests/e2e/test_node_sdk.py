@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from typing import Any, List
+from typing import Any
 
 import pusher as pusher_python
 import pytest
 
-from actors import App, Node
+from actors import Node
 from tests.conftest import wait_until
 from tests.jsdriver import PusherJsClient, ensure_node_modules, server_sdk, server_sdk_result
 from tests.wsclient import PusherClient
@@ -40,38 +40,9 @@ def node_modules():
 
 
 @pytest.fixture
-def start_node():
-    nodes: List[Node] = []
-
-    def start(**limits: Any) -> Node:
-        app = App(id=APP_ID, key=KEY, secret=SECRET, **limits)
-        node = Node(apps=[app], host=HOST, port=0, metrics_port=None).start()
-        nodes.append(node)
-        return node
-
-    yield start
-    for node in reversed(nodes):
-        node.stop()
-
-
-@pytest.fixture
-def node(start_node) -> Node:
-    return start_node()
-
-
-@pytest.fixture
-def ws(node):
-    """``ws()``: a websocket-client Pusher connection to ``node``, closed before the node stops."""
-    clients: List[PusherClient] = []
-
-    def connect() -> PusherClient:
-        client = PusherClient.connect(node.port, KEY)
-        clients.append(client)
-        return client
-
-    yield connect
-    for client in clients:
-        client.close()
+def ws(connect):
+    """``ws()``: a websocket-client Pusher connection to ``node`` (conftest ``connect``)."""
+    return connect
 
 
 def sdk(node: Node, method: str, *args: Any, secret: str = SECRET, **kwargs: Any):

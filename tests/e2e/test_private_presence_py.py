@@ -1,6 +1,7 @@
 """End to end: private, presence, encrypted and cache channels, client events and sign-in.
 
-Raw ``websocket-client`` connections to a real node on 127.0.0.1 port 0; channel and
+``websocket-client`` connections (:class:`tests.wsclient.PusherClient`) to a real node
+on 127.0.0.1 port 0 (the ``start_node``/``node`` fixtures of tests/conftest.py); channel and
 user auth come from the official python ``pusher`` SDK (``authenticate`` and
 ``authenticate_user``), as a Python app's auth endpoint would produce them. Every
 receive is bounded; "nothing else arrived" is proven with a ping barrier (the pong
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import struct
 import time
 from typing import Any
 
@@ -20,117 +20,11 @@ import pusher
 import pytest
 import websocket
 
-from actors import App, Node
+from actors import Node
+from tests.wsclient import PusherClient
 
 TIMEOUT = 5.0
 MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
-
-
-class Closed(Exception):
-    """The server closed the WebSocket with ``code``."""
-
-    def __init__(self, code: int | None) -> None:
-        super().__init__(f"closed with {code}")
-        self.code = code
-
-
-class Client:
-    """A websocket-client connection speaking Pusher JSON; every read has a deadline."""
-
-    def __init__(self, port: int) -> None:
-        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}/app/app-key?protocol=7", timeout=TIMEOUT)
-        self.socket_id = self.expect("pusher:connection_established")["data"]["socket_id"]
-
-    def recv(self, timeout: float = TIMEOUT) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.ws.settimeout(max(deadline - time.monotonic(), 0.01))
-            opcode, payload = self.ws.recv_data(control_frame=True)
-            if opcode == websocket.ABNF.OPCODE_TEXT:
-                message = json.loads(payload)
-                if isinstance(message.get("data"), str) and message["event"].startswith(("pusher:", "pusher_internal:")):
-                    message["data"] = json.loads(message["data"])
-                return message
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                raise Closed(struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None)
-
-    def expect(self, event: str, channel: str | None = None, timeout: float = TIMEOUT) -> dict[str, Any]:
-        """Assert the next message is ``event`` (on ``channel``)."""
-        message = self.recv(timeout)
-        assert message["event"] == event, message
-        if channel is not None:
-            assert message.get("channel") == channel, message
-        return message
-
-    def send(self, event: str, data: Any, channel: str | None = None) -> None:
-        message = {"event": event, "data": data}
-        if channel is not None:
-            message["channel"] = channel
-        self.ws.send(json.dumps(message))
-
-    def subscribe(self, channel: str, **fields: Any) -> dict[str, Any]:
-        self.send("pusher:subscribe", {"channel": channel, **fields})
-        return self.expect("pusher_internal:subscription_succeeded", channel)
-
-    def until_pong(self) -> list[dict[str, Any]]:
-        """Ping, and return every message that arrived before the pong."""
-        self.send("pusher:ping", {})
-        before = []
-        while (message := self.recv())["event"] != "pusher:pong":
-            before.append(message)
-        return before
-
-    def expect_close(self) -> tuple[int | None, list[dict[str, Any]]]:
-        """Read until the close frame: (close code, messages before it)."""
-        deadline = time.monotonic() + TIMEOUT
-        before = []
-        while True:
-            try:
-                before.append(self.recv(max(deadline - time.monotonic(), 0.01)))
-            except Closed as closed:
-                return closed.code, before
-
-    def close(self) -> None:
-        try:
-            self.ws.close(timeout=1)
-        except (OSError, websocket.WebSocketException):
-            pass
-
-
-@pytest.fixture
-def start_node():
-    """``start_node(**app_settings)``: a node serving one app, stopped after the test."""
-    nodes: list[Node] = []
-
-    def start(**settings: Any) -> Node:
-        nodes.append(Node(apps=[App(**settings)], host="127.0.0.1", port=0, metrics_port=None).start())
-        return nodes[-1]
-
-    yield start
-    for node in nodes:
-        node.stop()
-
-
-@pytest.fixture
-def node(start_node):
-    return start_node()
-
-
-@pytest.fixture
-def clients():
-    opened: list[Client] = []
-    yield opened
-    for client in opened:
-        client.close()
-
-
-@pytest.fixture
-def connect(node, clients):
-    def connect(port: int | None = None) -> Client:
-        clients.append(Client(port or node.port))
-        return clients[-1]
-
-    return connect
 
 
 @pytest.fixture
@@ -139,19 +33,18 @@ def sdk():
                          encryption_master_key_base64=MASTER_KEY)
 
 
-def join_presence(sdk, client: Client, channel: str, user_id: str, user_info: Any = None) -> dict[str, Any]:
+def join_presence(sdk, client: PusherClient, channel: str, user_id: str, user_info: Any = None) -> dict[str, Any]:
     custom = {"user_id": user_id} if user_info is None else {"user_id": user_id, "user_info": user_info}
     return client.subscribe(channel, **sdk.authenticate(channel=channel, socket_id=client.socket_id, custom_data=custom))
 
 
-def join_private(sdk, client: Client, channel: str) -> dict[str, Any]:
+def join_private(sdk, client: PusherClient, channel: str) -> dict[str, Any]:
     auth = sdk.authenticate(channel=channel, socket_id=client.socket_id)
     return client.subscribe(channel, auth=auth["auth"])
 
 
-def signin(sdk, client: Client, user_id: str) -> None:
-    client.send("pusher:signin", sdk.authenticate_user(client.socket_id, {"id": user_id}))
-    assert json.loads(client.expect("pusher:signin_success")["data"]["user_data"]) == {"id": user_id}
+def signin(sdk, client: PusherClient, user_id: str) -> None:
+    assert json.loads(client.signin(sdk, user_id)["data_decoded"]["user_data"]) == {"id": user_id}
 
 
 def event_data(message: dict[str, Any]) -> Any:
@@ -163,9 +56,9 @@ def event_data(message: dict[str, Any]) -> Any:
 def assert_subscription_auth_error(message: dict[str, Any], channel: str) -> None:
     assert message["event"] == "pusher:subscription_error", message
     assert message["channel"] == channel
-    assert message["data"]["type"] == "AuthError"
-    assert message["data"]["status"] == 401
-    assert isinstance(message["data"]["error"], str) and message["data"]["error"]
+    assert message["data_decoded"]["type"] == "AuthError"
+    assert message["data_decoded"]["status"] == 401
+    assert isinstance(message["data_decoded"]["error"], str) and message["data_decoded"]["error"]
 
 
 # --- private channels ---------------------------------------------------------------
@@ -173,7 +66,7 @@ def assert_subscription_auth_error(message: dict[str, Any], channel: str) -> Non
 
 def test_private_channel_subscription_with_sdk_auth_succeeds_and_gets_events(sdk, node, connect):
     a = connect()
-    assert join_private(sdk, a, "private-room")["data"] == {}
+    assert join_private(sdk, a, "private-room")["data_decoded"] == {}
     node.broadcast("1", "private-room", "news", {"x": 1})
     assert json.loads(a.expect("news", "private-room")["data"]) == {"x": 1}
 
@@ -198,7 +91,7 @@ def _wrong_auths(sdk, socket_id: str) -> dict[str, dict[str, Any]]:
                                   "other-channel", "other-secret"])
 def test_private_subscription_with_wrong_auth_is_an_auth_error_and_the_socket_keeps_working(sdk, connect, case):
     a = connect()
-    a.send("pusher:subscribe", {"channel": "private-room", **_wrong_auths(sdk, a.socket_id)[case]})
+    a.send_event("pusher:subscribe", {"channel": "private-room", **_wrong_auths(sdk, a.socket_id)[case]})
     assert_subscription_auth_error(a.recv(), "private-room")
     assert a.until_pong() == []
     a.subscribe("public-room")
@@ -208,7 +101,7 @@ def test_private_subscription_with_wrong_auth_is_an_auth_error_and_the_socket_ke
 def test_presence_subscription_with_tampered_channel_data_is_an_auth_error(sdk, connect):
     a = connect()
     auth = sdk.authenticate(channel="presence-room", socket_id=a.socket_id, custom_data={"user_id": "u1"})
-    a.send("pusher:subscribe", {"channel": "presence-room", "auth": auth["auth"],
+    a.send_event("pusher:subscribe", {"channel": "presence-room", "auth": auth["auth"],
                                 "channel_data": json.dumps({"user_id": "admin"})})
     assert_subscription_auth_error(a.recv(), "presence-room")
     assert a.until_pong() == []
@@ -220,9 +113,9 @@ def test_presence_subscription_with_tampered_channel_data_is_an_auth_error(sdk, 
 def test_presence_subscription_succeeded_carries_ids_hash_and_count(sdk, connect):
     a, b = connect(), connect()
     first = join_presence(sdk, a, "presence-room", "u1", {"name": "Ann"})
-    assert first["data"] == {"presence": {"ids": ["u1"], "hash": {"u1": {"name": "Ann"}}, "count": 1}}
+    assert first["data_decoded"] == {"presence": {"ids": ["u1"], "hash": {"u1": {"name": "Ann"}}, "count": 1}}
     second = join_presence(sdk, b, "presence-room", "u2", {"name": "Bob"})
-    presence = second["data"]["presence"]
+    presence = second["data_decoded"]["presence"]
     assert sorted(presence["ids"]) == ["u1", "u2"]
     assert presence["hash"] == {"u1": {"name": "Ann"}, "u2": {"name": "Bob"}}
     assert presence["count"] == 2
@@ -232,9 +125,9 @@ def test_numeric_user_id_is_a_string_in_presence_events(sdk, connect):
     a, b = connect(), connect()
     join_presence(sdk, a, "presence-room", "u1")
     auth = sdk.authenticate(channel="presence-room", socket_id=b.socket_id, custom_data={"user_id": 42})
-    assert sorted(b.subscribe("presence-room", **auth)["data"]["presence"]["ids"]) == ["42", "u1"]
+    assert sorted(b.subscribe("presence-room", **auth)["data_decoded"]["presence"]["ids"]) == ["42", "u1"]
     added = a.expect("pusher_internal:member_added", "presence-room")
-    assert added["data"]["user_id"] == "42"
+    assert added["data_decoded"]["user_id"] == "42"
 
 
 def test_member_added_goes_to_the_others_once_per_user_never_to_the_joiner(sdk, connect):
@@ -242,9 +135,9 @@ def test_member_added_goes_to_the_others_once_per_user_never_to_the_joiner(sdk, 
     join_presence(sdk, a, "presence-room", "u1")
     join_presence(sdk, b1, "presence-room", "u2", {"name": "Bob"})
     added = a.expect("pusher_internal:member_added", "presence-room")
-    assert added["data"] == {"user_id": "u2", "user_info": {"name": "Bob"}}
+    assert added["data_decoded"] == {"user_id": "u2", "user_info": {"name": "Bob"}}
     second = join_presence(sdk, b2, "presence-room", "u2", {"name": "Bob"})  # the same user's second socket
-    assert second["data"]["presence"]["count"] == 2
+    assert second["data_decoded"]["presence"]["count"] == 2
     assert a.until_pong() == []  # no second member_added for u2
     assert b1.until_pong() == []  # the user is not told about its own second socket
     assert b2.until_pong() == []
@@ -264,13 +157,13 @@ def test_member_removed_only_when_the_users_last_socket_unsubscribes(sdk, node, 
     join_presence(sdk, b1, "presence-room", "u2")
     join_presence(sdk, b2, "presence-room", "u2")
     a.expect("pusher_internal:member_added", "presence-room")
-    b1.send("pusher:unsubscribe", {"channel": "presence-room"})
+    b1.unsubscribe("presence-room")
     assert b1.until_pong() == []  # unsubscribe has no reply
     wait_for_subscribers(node, "presence-room", 2)  # the channel has seen b1 leave
     assert a.until_pong() == []  # u2 still has a socket in the channel
-    b2.send("pusher:unsubscribe", {"channel": "presence-room"})
+    b2.unsubscribe("presence-room")
     removed = a.expect("pusher_internal:member_removed", "presence-room")
-    assert removed["data"] == {"user_id": "u2"}
+    assert removed["data_decoded"] == {"user_id": "u2"}
 
 
 def test_member_removed_only_when_the_users_last_socket_disconnects(sdk, node, connect):
@@ -284,35 +177,33 @@ def test_member_removed_only_when_the_users_last_socket_disconnects(sdk, node, c
     assert a.until_pong() == []  # u2 still has b2 in the channel
     b2.close()
     removed = a.expect("pusher_internal:member_removed", "presence-room")
-    assert removed["data"] == {"user_id": "u2"}
+    assert removed["data_decoded"] == {"user_id": "u2"}
 
 
-def test_presence_member_limit_refuses_a_new_user_but_admits_a_members_second_socket(start_node, clients, sdk):
+def test_presence_member_limit_refuses_a_new_user_but_admits_a_members_second_socket(start_node, open_client, sdk):
     node = start_node(max_presence_members=2)
-    a, b, c, a2 = (Client(node.port) for _ in range(4))
-    clients.extend([a, b, c, a2])
+    a, b, c, a2 = (open_client(node) for _ in range(4))
     join_presence(sdk, a, "presence-room", "u1")
     join_presence(sdk, b, "presence-room", "u2")
     a.expect("pusher_internal:member_added", "presence-room")
-    c.send("pusher:subscribe", {"channel": "presence-room", **sdk.authenticate(
+    c.send_event("pusher:subscribe", {"channel": "presence-room", **sdk.authenticate(
         channel="presence-room", socket_id=c.socket_id, custom_data={"user_id": "u3"})})
     refused = c.recv()
     assert refused["event"] == "pusher:subscription_error" and refused["channel"] == "presence-room", refused
-    assert refused["data"]["status"] in (403, 429), refused
+    assert refused["data_decoded"]["status"] in (403, 429), refused
     assert a.until_pong() == []  # no member_added for the refused user
     assert c.until_pong() == []
-    assert join_presence(sdk, a2, "presence-room", "u1")["data"]["presence"]["count"] == 2
+    assert join_presence(sdk, a2, "presence-room", "u1")["data_decoded"]["presence"]["count"] == 2
 
 
-def test_client_event_from_a_socket_refused_by_the_presence_limit_is_a_pusher_error(start_node, clients, sdk):
+def test_client_event_from_a_socket_refused_by_the_presence_limit_is_a_pusher_error(start_node, open_client, sdk):
     node = start_node(max_presence_members=1)
-    member, refused = Client(node.port), Client(node.port)
-    clients.extend([member, refused])
+    member, refused = open_client(node), open_client(node)
     join_presence(sdk, member, "presence-room", "u1")
-    refused.send("pusher:subscribe", {"channel": "presence-room", **sdk.authenticate(
+    refused.send_event("pusher:subscribe", {"channel": "presence-room", **sdk.authenticate(
         channel="presence-room", socket_id=refused.socket_id, custom_data={"user_id": "u2"})})
-    assert refused.expect("pusher:subscription_error", "presence-room")["data"]["status"] == 403
-    refused.send("client-hi", {"x": 1}, channel="presence-room")
+    assert refused.expect("pusher:subscription_error", "presence-room")["data_decoded"]["status"] == 403
+    refused.send_event("client-hi", {"x": 1}, channel="presence-room")
     replies = refused.until_pong()
     assert member.until_pong() == []  # nothing relayed, whatever the bug
     assert [m["event"] for m in replies] == ["pusher:error"], replies
@@ -323,13 +214,13 @@ def test_presence_user_info_over_the_limit_is_refused_and_nobody_hears_of_it(sdk
     join_presence(sdk, a, "presence-room", "u1")
     auth = sdk.authenticate(channel="presence-room", socket_id=b.socket_id,
                             custom_data={"user_id": "u2", "user_info": {"bio": "x" * 3000}})
-    b.send("pusher:subscribe", {"channel": "presence-room", **auth})
+    b.send_event("pusher:subscribe", {"channel": "presence-room", **auth})
     refused = b.recv()
     if refused["event"] == "pusher:error":
         assert refused["data"]["code"] == 4303, refused
     else:
         assert refused["event"] == "pusher:subscription_error" and refused["channel"] == "presence-room", refused
-        assert refused["data"]["status"] in (400, 403, 413), refused
+        assert refused["data_decoded"]["status"] in (400, 403, 413), refused
     assert a.until_pong() == []
     assert b.until_pong() == []
 
@@ -341,7 +232,7 @@ def test_client_event_on_a_private_channel_reaches_the_others_but_not_the_sender
     sender, receiver = connect(), connect()
     join_private(sdk, sender, "private-chat")
     join_private(sdk, receiver, "private-chat")
-    sender.send("client-typing", {"who": "me"}, channel="private-chat")
+    sender.send_event("client-typing", {"who": "me"}, channel="private-chat")
     message = receiver.expect("client-typing", "private-chat")
     assert event_data(message) == {"who": "me"}
     assert "user_id" not in message
@@ -353,7 +244,7 @@ def test_client_event_on_a_presence_channel_carries_the_senders_user_id(sdk, con
     join_presence(sdk, receiver, "presence-chat", "u2")
     join_presence(sdk, sender, "presence-chat", "u1")
     receiver.expect("pusher_internal:member_added", "presence-chat")
-    sender.send("client-hello", {"text": "hi"}, channel="presence-chat")
+    sender.send_event("client-hello", {"text": "hi"}, channel="presence-chat")
     message = receiver.expect("client-hello", "presence-chat")
     assert event_data(message) == {"text": "hi"}
     assert message["user_id"] == "u1"
@@ -364,16 +255,16 @@ def test_client_event_over_max_event_bytes_is_refused_and_not_relayed(sdk, conne
     sender, receiver = connect(), connect()
     join_private(sdk, sender, "private-chat")
     join_private(sdk, receiver, "private-chat")
-    sender.send("client-big", {"blob": "x" * (10 * 1024 + 600)}, channel="private-chat")
+    sender.send_event("client-big", {"blob": "x" * (10 * 1024 + 600)}, channel="private-chat")
     error = sender.expect("pusher:error")
     assert "10240" in error["data"]["message"]
     assert sender.until_pong() == []
-    sender.send("client-small", {"n": 1}, channel="private-chat")
+    sender.send_event("client-small", {"n": 1}, channel="private-chat")
     receiver.expect("client-small", "private-chat")  # the next thing relayed: the big one never was
 
 
-def _assert_client_event_refused(node: Node, sender: Client, receiver: Client, channel: str) -> None:
-    sender.send("client-nope", {"x": 1}, channel=channel)
+def _assert_client_event_refused(node: Node, sender: PusherClient, receiver: PusherClient, channel: str) -> None:
+    sender.send_event("client-nope", {"x": 1}, channel=channel)
     error = sender.recv()
     assert error["event"] == "pusher:error", error
     assert isinstance(error["data"]["message"], str) and error["data"]["message"]
@@ -408,28 +299,26 @@ def test_client_event_after_unsubscribing_is_refused(sdk, node, connect):
     sender, receiver = connect(), connect()
     join_private(sdk, sender, "private-chat")
     join_private(sdk, receiver, "private-chat")
-    sender.send("pusher:unsubscribe", {"channel": "private-chat"})
+    sender.unsubscribe("private-chat")
     _assert_client_event_refused(node, sender, receiver, "private-chat")
 
 
-def test_client_events_are_refused_when_the_app_disables_them(start_node, clients, sdk):
+def test_client_events_are_refused_when_the_app_disables_them(start_node, open_client, sdk):
     node = start_node(enable_client_messages=False)
-    sender, receiver = Client(node.port), Client(node.port)
-    clients.extend([sender, receiver])
+    sender, receiver = open_client(node), open_client(node)
     join_private(sdk, sender, "private-chat")
     join_private(sdk, receiver, "private-chat")
     _assert_client_event_refused(node, sender, receiver, "private-chat")
 
 
-def test_client_events_over_the_rate_limit_are_rejected_with_4301(start_node, clients, sdk):
+def test_client_events_over_the_rate_limit_are_rejected_with_4301(start_node, open_client, sdk):
     node = start_node(client_events_per_second=3)
-    sender, receiver = Client(node.port), Client(node.port)
-    clients.extend([sender, receiver])
+    sender, receiver = open_client(node), open_client(node)
     join_private(sdk, sender, "private-chat")
     join_private(sdk, receiver, "private-chat")
     started = time.monotonic()
     for n in range(5):
-        sender.send("client-burst", {"n": n}, channel="private-chat")
+        sender.send_event("client-burst", {"n": n}, channel="private-chat")
     errors = sender.until_pong()
     if time.monotonic() - started >= 1.0:
         pytest.skip("the burst took over a second: the rate window moved on")
@@ -458,7 +347,7 @@ def test_private_encrypted_channel_relays_the_sdks_ciphertext_unchanged(sdk, nod
 
 def test_private_encrypted_channel_needs_auth(sdk, connect):
     a = connect()
-    a.send("pusher:subscribe", {"channel": "private-encrypted-vault"})
+    a.send_event("pusher:subscribe", {"channel": "private-encrypted-vault"})
     assert_subscription_auth_error(a.recv(), "private-encrypted-vault")
 
 
@@ -467,7 +356,7 @@ def test_private_encrypted_channel_needs_auth(sdk, connect):
 CACHE_CHANNELS = ["cache-prices", "private-cache-prices", "presence-cache-prices", "private-encrypted-cache-prices"]
 
 
-def _subscribe_any(sdk, client: Client, channel: str, user_id: str = "u1") -> None:
+def _subscribe_any(sdk, client: PusherClient, channel: str, user_id: str = "u1") -> None:
     if channel.startswith("presence-"):
         join_presence(sdk, client, channel, user_id)
     elif channel.startswith("private-"):
@@ -519,7 +408,7 @@ def test_a_name_merely_containing_cache_is_not_a_cache_channel(sdk, node, connec
 # --- subscription_count -------------------------------------------------------------------
 
 
-def _wait_for_count(client: Client, channel: str, count: int, timeout: float = 4.0) -> None:
+def _wait_for_count(client: PusherClient, channel: str, count: int, timeout: float = 4.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         remaining = deadline - time.monotonic()
@@ -527,20 +416,19 @@ def _wait_for_count(client: Client, channel: str, count: int, timeout: float = 4
         message = client.recv(remaining)
         if message["event"] == "pusher_internal:subscription_count":
             assert message["channel"] == channel
-            assert set(message["data"]) == {"subscription_count"}
-            if message["data"]["subscription_count"] == count:
+            assert set(message["data_decoded"]) == {"subscription_count"}
+            if message["data_decoded"]["subscription_count"] == count:
                 return
 
 
-def test_subscribers_hear_the_subscription_count_after_joins_and_leaves_when_the_app_enables_it(start_node, clients):
+def test_subscribers_hear_the_subscription_count_after_joins_and_leaves_when_the_app_enables_it(start_node, open_client):
     node = start_node(enable_subscription_count=True)
-    a, b = Client(node.port), Client(node.port)
-    clients.extend([a, b])
+    a, b = open_client(node), open_client(node)
     a.subscribe("room")
     b.subscribe("room")
     _wait_for_count(a, "room", 2)
     _wait_for_count(b, "room", 2)
-    b.send("pusher:unsubscribe", {"channel": "room"})
+    b.unsubscribe("room")
     _wait_for_count(a, "room", 1)  # and again when one leaves
 
 
@@ -562,7 +450,7 @@ def test_no_subscription_count_events_unless_the_app_enables_them(node, connect)
 )
 def test_invalid_channel_name_is_a_pusher_error_and_the_connection_keeps_working(connect, channel):
     a = connect()
-    a.send("pusher:subscribe", {"channel": channel})
+    a.send_event("pusher:subscribe", {"channel": channel})
     error = a.expect("pusher:error")
     assert error["data"]["code"] == 4302, error
     assert a.until_pong() == []
@@ -573,20 +461,20 @@ def test_client_event_with_a_too_long_name_is_a_pusher_error_and_the_connection_
     a, b = connect(), connect()
     join_private(sdk, a, "private-chat")
     join_private(sdk, b, "private-chat")
-    a.send("client-" + "x" * 200, {}, channel="private-chat")
+    a.send_event("client-" + "x" * 200, {}, channel="private-chat")
     assert a.expect("pusher:error")["data"]["code"] == 4302
     assert a.until_pong() == []
     assert b.until_pong() == []
-    a.send("client-ok", {}, channel="private-chat")
+    a.send_event("client-ok", {}, channel="private-chat")
     b.expect("client-ok", "private-chat")
 
 
 def test_server_to_user_channel_is_refused_unless_signed_in_as_that_user(sdk, connect):
     a = connect()
-    a.send("pusher:subscribe", {"channel": "#server-to-user-u1"})
+    a.send_event("pusher:subscribe", {"channel": "#server-to-user-u1"})
     assert a.expect("pusher:error")["data"]["code"] == 4302  # not signed in
     signin(sdk, a, "u2")
-    a.send("pusher:subscribe", {"channel": "#server-to-user-u1"})
+    a.send_event("pusher:subscribe", {"channel": "#server-to-user-u1"})
     assert a.expect("pusher:error")["data"]["code"] == 4302  # signed in as someone else
     assert a.until_pong() == []
     a.subscribe("#server-to-user-u2")  # its own channel is fine
@@ -595,7 +483,7 @@ def test_server_to_user_channel_is_refused_unless_signed_in_as_that_user(sdk, co
 def test_signin_with_bad_auth_closes_the_connection_with_4009(sdk, connect):
     a = connect()
     good = sdk.authenticate_user(a.socket_id, {"id": "u1"})
-    a.send("pusher:signin", {"auth": good["auth"], "user_data": json.dumps({"id": "admin"})})
+    a.send_event("pusher:signin", {"auth": good["auth"], "user_data": json.dumps({"id": "admin"})})
     code, before = a.expect_close()
     assert code == 4009
     assert [m["event"] for m in before] == ["pusher:error"]
@@ -604,5 +492,5 @@ def test_signin_with_bad_auth_closes_the_connection_with_4009(sdk, connect):
 
 def test_signin_with_auth_made_for_another_socket_closes_with_4009(sdk, connect):
     a = connect()
-    a.send("pusher:signin", sdk.authenticate_user("1.2", {"id": "u1"}))
+    a.send_event("pusher:signin", sdk.authenticate_user("1.2", {"id": "u1"}))
     assert a.expect_close()[0] == 4009

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List
 
 import pytest
 
-from actors import App, Node
+from actors import Node
 from tests.conftest import wait_until
 from tests.jsdriver import (
     PusherJsClient,
@@ -47,27 +47,6 @@ pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is no
 def node_modules():
     """pusher-js and the pusher SDK, installed once (``npm ci``) if missing."""
     return ensure_node_modules()
-
-
-@pytest.fixture
-def start_node():
-    """``start_node(**app_limits)``: a node on 127.0.0.1:0 serving app 1; stopped after the test."""
-    nodes: List[Node] = []
-
-    def start(**limits: Any) -> Node:
-        app = App(id=APP_ID, key=KEY, secret=SECRET, **limits)
-        node = Node(apps=[app], host=HOST, port=0, metrics_port=None).start()
-        nodes.append(node)
-        return node
-
-    yield start
-    for node in reversed(nodes):
-        node.stop()
-
-
-@pytest.fixture
-def node(start_node) -> Node:
-    return start_node()
 
 
 @pytest.fixture
