@@ -88,6 +88,7 @@ class Node:
             self._app_actors[app.id] = AppActor.start(app, self._metrics)
         self._wsgi = NodeWSGIApp(self.apps.by_key, self._connect, http_api_wsgi(self.apps, NodeBackend(self._app_actors, self.adapter)))
         self._server = make_server((self.host, self.port), self._wsgi)
+        listening = False
         try:
             self._server.start()
             self.port = self._server.server_port
@@ -97,9 +98,10 @@ class Node:
                 )
                 self._metrics_server.start()
                 self.metrics_port = self._metrics_server.server_port
-        except BaseException:
-            self._stop_in_hub()
-            raise
+            listening = True
+        finally:
+            if not listening:  # a port in use, say: undo what started, let the error through
+                self._stop_in_hub()
 
     def stop(self, timeout: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Close every connection (Pusher 4200: reconnect), then every actor and socket."""
