@@ -31,6 +31,7 @@ from .messages import (
     JoinRefused,
     Leave,
     LeaveAll,
+    Received,
     Relay,
     Sent,
     SignedIn,
@@ -89,8 +90,7 @@ class ConnectionActor(GeventActor):
     def on_receive(self, message: Any) -> Any:
         kind = type(message)
         if kind is ClientText:
-            self.metrics.tell(Counted(self.app.id, "received", 1))
-            self.metrics.tell(Counted(self.app.id, "received_bytes", len(message.text)))
+            self.metrics.tell(Received(self.app.id, len(message.text)))
             try:
                 self.handle(protocol.parse_client_message(message.text))
             except ProtocolError as exc:

@@ -20,6 +20,7 @@ __all__ = [
     "Leave",
     "LeaveAll",
     "Publish",
+    "Received",
     "Relay",
     "Sent",
     "SignedIn",
@@ -176,6 +177,13 @@ class Sent(NamedTuple):
 
     app_id: str
     frames: int
+    nbytes: int
+
+
+class Received(NamedTuple):
+    """One message of ``nbytes`` came in from a client."""
+
+    app_id: str
     nbytes: int
 
 

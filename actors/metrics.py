@@ -16,7 +16,7 @@ from typing import Any
 from pykka import ActorDeadError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from .messages import Counted, FanoutDone, FanoutStarted, Flush, Sent
+from .messages import Counted, FanoutDone, FanoutStarted, Flush, Received, Sent
 from .runtime import GeventActor, call_later
 
 __all__ = ["COUNTERS", "MetricsActor"]
@@ -79,6 +79,9 @@ class MetricsActor(GeventActor):
         if kind is Sent:
             self._pending[message.app_id, "sent"] += message.frames
             self._pending[message.app_id, "sent_bytes"] += message.nbytes
+        elif kind is Received:
+            self._pending[message.app_id, "received"] += 1
+            self._pending[message.app_id, "received_bytes"] += message.nbytes
         elif kind is Counted:
             self._pending[message.app_id, message.name] += message.value
         elif kind is FanoutDone:
