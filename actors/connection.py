@@ -90,7 +90,7 @@ class ConnectionActor(GeventActor):
     def on_receive(self, message: Any) -> Any:
         kind = type(message)
         if kind is ClientText:
-            self.metrics.tell(Received(self.app.id, len(message.text)))
+            self.metrics.tell(Received(self.app.id, message.nbytes))
             try:
                 self.handle(protocol.parse_client_message(message.text))
             except ProtocolError as exc:
@@ -251,8 +251,8 @@ class ActorSession:
         except ActorDeadError:
             log.debug("connection actor already stopped; %r dropped", type(message).__name__)
 
-    def text(self, text: str) -> None:
-        self._tell(ClientText(text))
+    def text(self, text: str, nbytes: int = 0) -> None:
+        self._tell(ClientText(text, nbytes or len(text)))
 
     def closed(self, reason: str) -> None:
         self._tell(Disconnected(reason))

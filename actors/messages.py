@@ -118,9 +118,10 @@ class Relay(NamedTuple):
 
 
 class ClientText(NamedTuple):
-    """A text message the client sent."""
+    """A text message the client sent (``nbytes``: its size on the wire)."""
 
     text: str
+    nbytes: int = 0
 
 
 class JoinRefused(NamedTuple):

@@ -38,8 +38,8 @@ _EV_READ = 1
 class Session(Protocol):
     """What the glue needs from the node for one connection."""
 
-    def text(self, text: str) -> None:
-        """A text message arrived."""
+    def text(self, text: str, nbytes: int = 0) -> None:
+        """A text message of ``nbytes`` UTF-8 bytes arrived."""
 
     def closed(self, reason: str) -> None:
         """The socket is done; release everything."""
@@ -202,7 +202,7 @@ class WebSocketConnection:
                     self.writer.close(close_frame(exc.code, exc.message))
                     self._end(exc.message)
                     return
-                self.session.text(text)
+                self.session.text(text, len(message.payload))
             elif opcode == OP_PING:
                 self.writer.offer(encode_frame(OP_PONG, message.payload))
             elif opcode == OP_CLOSE:
