@@ -14,7 +14,13 @@ channel's subscribers), ``ConnectionActor`` (one client), ``MetricsActor``
 """
 
 from transport.config import App
-from transport.errors import ActorcastError, AuthError, ConfigError, HttpError, ProtocolError
+from transport.errors import (
+    ActorcastError,
+    AuthError,
+    ConfigError,
+    HttpError,
+    ProtocolError,
+)
 
 from .adapter import Adapter, LocalAdapter
 from .app import AppActor

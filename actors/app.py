@@ -128,13 +128,6 @@ class AppActor(GeventActor):
             if not sockets:
                 del self.users[user_id]
 
-    def subscription_count(self, channel: str, timeout: float = 5.0) -> int:
-        """Subscribers of ``channel`` on this node (asks its channel actor)."""
-        entry = self.channels.get(channel)
-        if entry is None:
-            return 0
-        return entry.ref.proxy().subscription_count().get(timeout=timeout)
-
     def channel_names(self) -> list[str]:
         """Channels with at least one subscriber (or a join in flight)."""
         return list(self.channels)

@@ -18,7 +18,16 @@ from typing import Any
 
 from transport import names, protocol
 
-from .messages import Broadcast, ChannelEmpty, FanoutDone, Join, JoinRefused, Leave, Relay, Sent
+from .messages import (
+    Broadcast,
+    ChannelEmpty,
+    FanoutDone,
+    Join,
+    JoinRefused,
+    Leave,
+    Relay,
+    Sent,
+)
 from .runtime import GeventActor, call_later, tell_if_alive
 
 __all__ = ["ChannelActor"]

@@ -13,8 +13,8 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-from pykka import ActorDeadError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pykka import ActorDeadError
 
 from .messages import Counted, FanoutDone, FanoutStarted, Flush, Received, Sent
 from .runtime import GeventActor, call_later

@@ -19,6 +19,7 @@ import time
 from typing import Any, Iterable
 
 from prometheus_client import CollectorRegistry
+from pykka import ActorDeadError
 
 from transport import names, protocol
 from transport.config import App, AppTable
@@ -198,8 +199,20 @@ class Node:
 
     def subscription_count(self, app_id: str, channel: str) -> int:
         """Subscribers of one channel on this node."""
-        ref = self._app_actors[str(app_id)]
-        return self._hub.call(lambda: ref.proxy().subscription_count(channel).get(timeout=5), timeout=10)
+        app_actor = self._app_actors[str(app_id)]
+
+        def count() -> int:
+            # Ask at the edge: the app actor for the channel, then the channel
+            # itself; no actor waits on another.
+            channel_ref = app_actor.proxy().channel_ref(channel).get(timeout=5)
+            if channel_ref is None:
+                return 0
+            try:
+                return channel_ref.proxy().subscription_count().get(timeout=5)
+            except ActorDeadError:
+                return 0  # retired between the two questions: empty
+
+        return self._hub.call(count, timeout=10)
 
     def metrics_totals(self) -> dict[str, dict[str, int]]:
         """Exact counter totals ``{app_id: {name: value}}`` (flushes first)."""

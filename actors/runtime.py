@@ -15,9 +15,8 @@ so a ``tell`` is a queue append and a context switch, never a lock.
 
 from __future__ import annotations
 
-from typing import Any
-
 import logging
+from typing import Any
 
 import gevent
 import gevent.event

@@ -24,7 +24,16 @@ import gevent
 
 from . import protocol
 from .errors import ProtocolError
-from .frames import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameDecoder, close_frame, encode_frame, parse_close_payload
+from .frames import (
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameDecoder,
+    close_frame,
+    encode_frame,
+    parse_close_payload,
+)
 from .writer import CLOSE_GRACE_SECONDS, SocketWriter
 
 __all__ = ["Session", "WebSocketConnection", "serve_websocket"]
