@@ -28,7 +28,7 @@ from .messages import (
     Relay,
     Sent,
 )
-from .runtime import GeventActor, call_later, tell_if_alive
+from .runtime import GeventActor, call_later, sleep, tell_if_alive
 
 __all__ = ["ChannelActor"]
 
@@ -47,8 +47,23 @@ class _Tick:
         self.what = what
 
 
+def _offer_each(offers: Any, frame: bytes, skip: Any) -> int:
+    """The fan-out loop: one ``offer`` per subscriber; how many went out now."""
+    sent = 0
+    if skip is None:
+        for offer in offers:
+            sent += offer(frame)
+    else:
+        for offer in offers:
+            if offer is not skip:
+                sent += offer(frame)
+    return sent
+
+
 class ChannelActor(GeventActor):
     """One channel of one app; started and retired by that app's actor."""
+
+    fanout_slice = 4096  # subscribers served per turn of the hub (see broadcast)
 
     def __init__(self, app: Any, name: str, app_actor: Any, metrics: Any) -> None:
         super().__init__()
@@ -94,17 +109,24 @@ class ChannelActor(GeventActor):
     # --- the hot path ----------------------------------------------------------
 
     def broadcast(self, message: Broadcast) -> None:
-        """Offer the pre-encoded frame to every subscriber but the excluded one."""
+        """Offer the pre-encoded frame to every subscriber but the excluded one.
+
+        A big channel is served in slices of ``fanout_slice`` subscribers with
+        a yield between them, so one huge broadcast does not keep the hub (the
+        other channels, pings, reads) waiting for its whole send loop. Nothing
+        else touches this channel meanwhile: its next message waits its turn.
+        """
         frame = message.frame
-        sent = 0
         skip = self.offers.get(message.except_socket_id) if message.except_socket_id else None
-        if skip is None:
-            for offer in self.offers.values():
-                sent += offer(frame)
+        offers = self.offers.values()
+        if len(self.offers) <= self.fanout_slice:
+            sent = _offer_each(offers, frame, skip)
         else:
-            for offer in self.offers.values():
-                if offer is not skip:
-                    sent += offer(frame)
+            snapshot, step, sent = list(offers), self.fanout_slice, 0
+            for start in range(0, len(snapshot), step):
+                if start:
+                    sleep(0)
+                sent += _offer_each(snapshot[start : start + step], frame, skip)
         if self.cache:
             self._keep(frame)
         self.metrics.tell(FanoutDone(self.app.id, message.broadcast_id, sent, sent * len(frame), time.monotonic()))

@@ -130,3 +130,31 @@ def test_a_client_dropping_mid_burst_does_not_disturb_the_others(node):
     except Closed as closed:  # pragma: no cover - would be the bug this test is for
         raise AssertionError(f"steady client was closed: {closed}") from None
     steady.close()
+
+
+def test_a_channel_served_in_slices_keeps_every_subscriber_in_order(node, monkeypatch):
+    from actors.channel import ChannelActor
+
+    # Tiny slices: every broadcast to these 7 subscribers yields between
+    # slices, while a second channel's broadcasts run in between.
+    monkeypatch.setattr(ChannelActor, "fanout_slice", 2)
+    big = [PusherClient.connect(node.port) for _ in range(7)]
+    other = PusherClient.connect(node.port)
+    for client in big:
+        client.subscribe(CHANNEL)
+    other.subscribe("other")
+    for seq in range(1, 51):
+        node.broadcast("1", CHANNEL, "seq", f"n:{seq}", socket_id=big[0].socket_id if seq % 10 == 0 else None)
+        node.broadcast("1", "other", "seq", f"n:{seq}")
+    expected = list(range(1, 51))
+    assert _read_seqs(big[0], 45) == [n for n in expected if n % 10]  # excluded from every tenth
+    for client in big[1:]:
+        assert _read_seqs(client, 50) == expected
+    got = []
+    while len(got) < 50:
+        message = other.recv()
+        assert message["event"] == "seq" and message["channel"] == "other"
+        got.append(int(message["data"].split(":")[1]))
+    assert got == expected
+    for client in [*big, other]:
+        client.close()
