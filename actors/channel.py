@@ -109,24 +109,10 @@ class ChannelActor(GeventActor):
     # --- the hot path ----------------------------------------------------------
 
     def broadcast(self, message: Broadcast) -> None:
-        """Offer the pre-encoded frame to every subscriber but the excluded one.
-
-        A big channel is served in slices of ``fanout_slice`` subscribers with
-        a yield between them, so one huge broadcast does not keep the hub (the
-        other channels, pings, reads) waiting for its whole send loop. Nothing
-        else touches this channel meanwhile: its next message waits its turn.
-        """
+        """Offer the pre-encoded frame to every subscriber but the excluded one."""
         frame = message.frame
         skip = self.offers.get(message.except_socket_id) if message.except_socket_id else None
-        offers = self.offers.values()
-        if len(self.offers) <= self.fanout_slice:
-            sent = _offer_each(offers, frame, skip)
-        else:
-            snapshot, step, sent = list(offers), self.fanout_slice, 0
-            for start in range(0, len(snapshot), step):
-                if start:
-                    sleep(0)
-                sent += _offer_each(snapshot[start : start + step], frame, skip)
+        sent = self._deliver(frame, skip)
         if self.cache:
             self._keep(frame)
         self.metrics.tell(FanoutDone(self.app.id, message.broadcast_id, sent, sent * len(frame), time.monotonic()))
@@ -135,12 +121,25 @@ class ChannelActor(GeventActor):
         """A client event: to everyone else, and only from a subscriber."""
         if message.socket_id not in self.offers:
             return  # the sender left (or never joined) before its event got here
-        frame, skip, sent = message.frame, self.offers[message.socket_id], 0
-        for offer in self.offers.values():
-            if offer is not skip:
-                sent += offer(frame)
-        if sent:
-            self.metrics.tell(Sent(self.app.id, sent, sent * len(frame)))
+        self._fan_out(message.frame, self.offers[message.socket_id])
+
+    def _deliver(self, frame: bytes, skip: Any) -> int:
+        """Offer ``frame`` to every subscriber but ``skip``; how many took it now.
+
+        A big channel is served in slices of ``fanout_slice`` subscribers with
+        a yield between them, so one huge broadcast does not keep the hub (the
+        other channels, pings, reads) waiting for its whole send loop. Nothing
+        else touches this channel meanwhile: its next message waits its turn.
+        """
+        offers = self.offers.values()
+        if len(self.offers) <= self.fanout_slice:
+            return _offer_each(offers, frame, skip)
+        snapshot, step, sent = list(offers), self.fanout_slice, 0
+        for start in range(0, len(snapshot), step):
+            if start:
+                sleep(0)
+            sent += _offer_each(snapshot[start : start + step], frame, skip)
+        return sent
 
     # --- membership ------------------------------------------------------------
 
@@ -233,10 +232,9 @@ class ChannelActor(GeventActor):
         if offer(frame):
             self.metrics.tell(Sent(self.app.id, 1, len(frame)))
 
-    def _fan_out(self, frame: bytes) -> None:
-        sent = 0
-        for offer in self.offers.values():
-            sent += offer(frame)
+    def _fan_out(self, frame: bytes, skip: Any = None) -> None:
+        # Frames of our own (presence changes, counts, client events), counted as sent.
+        sent = self._deliver(frame, skip)
         if sent:
             self.metrics.tell(Sent(self.app.id, sent, sent * len(frame)))
 
