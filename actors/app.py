@@ -6,18 +6,27 @@ joins and broadcasts take this one path, a channel sees them in the order
 they were made. A channel actor that empties reports how many joins it saw;
 if that equals the joins forwarded to it, no join is in flight and the channel
 is retired, otherwise the pending join keeps it alive.
+
+Supervision: the app actor is the parent of its channel actors and learns of
+each connection actor's end. A channel actor that dies of a bug reports
+:class:`~actors.messages.ChannelDied`; the app actor logs it on one line,
+forgets the channel (the next join starts a fresh actor) and closes its
+subscribers with 4200, so their clients reconnect and resubscribe at once. An
+app actor that dies closes its connections with 4200, stops its channels and
+calls its own supervisor (the node), which starts a fresh one.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from transport import names, protocol
 
 from .channel import ChannelActor
 from .messages import (
     Broadcast,
+    ChannelDied,
     ChannelEmpty,
     Connected,
     ConnectionGone,
@@ -48,10 +57,11 @@ class _Entry:
 class AppActor(GeventActor):
     """The channel directory of one app on this node."""
 
-    def __init__(self, app: Any, metrics: Any) -> None:
+    def __init__(self, app: Any, metrics: Any, supervisor: Callable[[str, str], None] | None = None) -> None:
         super().__init__()
         self.app = app
         self.metrics = metrics
+        self.supervisor = supervisor  # supervisor(app_id, reason), called on the hub if this actor dies
         self.channels: dict[str, _Entry] = {}
         self.connections: dict[str, Any] = {}  # socket_id -> ConnectionActor ref
         self.users: dict[str, set[str]] = {}  # signed-in user id -> socket ids
@@ -76,6 +86,13 @@ class AppActor(GeventActor):
         elif kind is ConnectionGone:
             self.connections.pop(message.socket_id, None)
             self._forget_user(message.socket_id)
+            if message.reason is not None:
+                log.error(
+                    "connection actor %s of app %s died: %s; closed with 1011",
+                    message.socket_id, self.app.id, message.reason,
+                )
+        elif kind is ChannelDied:
+            self._channel_died(message)
         elif kind is Relay:
             self._forward(message.channel, message)
         elif kind is SignedIn:
@@ -96,7 +113,7 @@ class AppActor(GeventActor):
         bid = self._next_broadcast
         if not targets:
             return
-        self.metrics.tell(FanoutStarted(self.app.id, bid, len(targets), message.started))
+        tell_if_alive(self.metrics, FanoutStarted(self.app.id, bid, len(targets), message.started))
         for name, _ in targets:
             frame = protocol.event_frame(name, message.event, message.data, message.user_id)
             self._forward(name, Broadcast(frame, message.except_socket_id, bid, message.started))
@@ -155,13 +172,26 @@ class AppActor(GeventActor):
         if type(message) is Join:
             entry.joins += 1
         if not tell_if_alive(entry.ref, message):
-            # The channel actor died of a bug (Pykka logged it). Drop it so
-            # this channel starts afresh on the next join, instead of every
-            # later message to it failing too.
-            log.error("channel actor for %s had stopped; it is replaced on the next join", name)
+            # The channel actor died of a bug; its ChannelDied is on the way
+            # (and logs it). Drop it now so a join starts a fresh actor.
+            log.debug("channel actor for %s is dead; %s not delivered", name, type(message).__name__)
             del self.channels[name]
             if create:
                 self._forward(name, message, create=True)
+
+    def _channel_died(self, message: ChannelDied) -> None:
+        entry = self.channels.get(message.channel)
+        if entry is not None and entry.ref is message.ref:  # not a fresh actor started since
+            del self.channels[message.channel]
+        log.error(
+            "channel actor %s of app %s died: %s; %d subscribers closed with 4200 to resubscribe",
+            message.channel, self.app.id, message.reason, len(message.socket_ids),
+        )
+        text = f"Channel {message.channel[:40]} restarted after an internal error; reconnect"
+        for socket_id in message.socket_ids:
+            ref = self.connections.get(socket_id)
+            if ref is not None:
+                tell_if_alive(ref, Terminate(protocol.RECONNECT, text))
 
     def _leave(self, channel: str, socket_id: str) -> None:
         self._forward(channel, Leave(channel, socket_id))
@@ -176,3 +206,18 @@ class AppActor(GeventActor):
         for entry in self.channels.values():
             entry.ref.stop(block=False)
         self.channels.clear()
+
+    def on_died(self, reason: str) -> None:
+        """Died of a bug: close every connection (4200), stop the channels, tell the supervisor."""
+        connections = dict(self.connections)
+        for message in self.pending_messages():  # connections this actor never got to hear of
+            if type(message) is Connected or type(message) is Join:
+                connections[message.socket_id] = message.connection
+        for ref in connections.values():
+            tell_if_alive(ref, Terminate(protocol.RECONNECT, "Server restarting this app after an internal error"))
+        self.connections.clear()
+        self.on_stop()
+        if self.supervisor is None:
+            log.error("app actor %s died: %s; its %d connections were closed", self.app.id, reason, len(connections))
+        else:
+            self.supervisor(self.app.id, reason)

@@ -4,7 +4,8 @@ A broadcast arrives as one :class:`~actors.messages.Broadcast` holding the
 frame encoded once for everybody; the actor offers those same bytes to each
 subscriber's writer. ``offer`` never blocks (a slow socket queues in its own
 bounded buffer), so the loop costs what the sends cost, whatever the number
-of subscribers. Counts go to the metrics actor once per broadcast.
+of subscribers. Counts go to the metrics actor once per broadcast (with
+``tell_if_alive``: should the metrics actor die, counts are lost, not deliveries).
 
 Presence channels also own their members (user id -> info and sockets);
 cache channels keep their last event for new subscribers.
@@ -20,6 +21,7 @@ from transport import names, protocol
 
 from .messages import (
     Broadcast,
+    ChannelDied,
     ChannelEmpty,
     FanoutDone,
     Join,
@@ -106,6 +108,16 @@ class ChannelActor(GeventActor):
             if timer is not None:
                 timer.kill(block=False)
 
+    def on_died(self, reason: str) -> None:
+        """Died of a bug: tell the app actor who was subscribed, so it can have them resubscribe."""
+        self.on_stop()
+        sockets = dict.fromkeys(self.offers)
+        # Joins already queued here will never be answered: those clients must reconnect too.
+        sockets.update(dict.fromkeys(m.socket_id for m in self.pending_messages() if type(m) is Join))
+        died = ChannelDied(self.name, self.actor_ref, tuple(sockets), reason)
+        if not tell_if_alive(self.app_actor, died):
+            log.error("channel actor %s of app %s died: %s (its app actor is gone too)", self.name, self.app.id, reason)
+
     # --- the hot path ----------------------------------------------------------
 
     def broadcast(self, message: Broadcast) -> None:
@@ -115,7 +127,8 @@ class ChannelActor(GeventActor):
         sent = self._deliver(frame, skip)
         if self.cache:
             self._keep(frame)
-        self.metrics.tell(FanoutDone(self.app.id, message.broadcast_id, sent, sent * len(frame), time.monotonic()))
+        done = FanoutDone(self.app.id, message.broadcast_id, sent, sent * len(frame), time.monotonic())
+        tell_if_alive(self.metrics, done)
 
     def relay(self, message: Relay) -> None:
         """A client event: to everyone else, and only from a subscriber."""
@@ -230,13 +243,13 @@ class ChannelActor(GeventActor):
 
     def _send(self, offer: Any, frame: bytes) -> None:
         if offer(frame):
-            self.metrics.tell(Sent(self.app.id, 1, len(frame)))
+            tell_if_alive(self.metrics, Sent(self.app.id, 1, len(frame)))
 
     def _fan_out(self, frame: bytes, skip: Any = None) -> None:
         # Frames of our own (presence changes, counts, client events), counted as sent.
         sent = self._deliver(frame, skip)
         if sent:
-            self.metrics.tell(Sent(self.app.id, sent, sent * len(frame)))
+            tell_if_alive(self.metrics, Sent(self.app.id, sent, sent * len(frame)))
 
     def _keep(self, frame: bytes) -> None:
         self.cached = frame

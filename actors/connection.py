@@ -6,7 +6,9 @@ signatures (``transport.names``, ``transport.auth``), answers on its own
 writer, and forwards joins, leaves and client events to its app's actor.
 Broadcasts never pass through here: channel actors write straight to the
 writer this actor lent them. When the actor stops, for whatever reason, it
-leaves every channel it joined and closes its writer.
+leaves every channel it joined and closes its writer. Should it die of a bug,
+the client hears ``pusher:error`` and close code 1011 (internal error; the
+client reconnects) and the app actor logs the death on one line.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 
 Kind = names.ChannelKind
 
+INTERNAL_ERROR = 1011  # RFC 6455: the server hit an unexpected condition
+
 
 class ConnectionActor(GeventActor):
     """Speaks the Pusher protocol with one client."""
@@ -67,30 +71,39 @@ class ConnectionActor(GeventActor):
     # --- lifecycle -----------------------------------------------------------
 
     def on_start(self) -> None:
-        self.metrics.tell(Counted(self.app.id, "opened", 1))
-        self.app_actor.tell(Connected(self.socket_id, self.actor_ref))
+        tell_if_alive(self.metrics, Counted(self.app.id, "opened", 1))
+        self._tell_app(Connected(self.socket_id, self.actor_ref))
         self.send(protocol.connection_established_frame(self.socket_id, self.app.activity_timeout))
 
     def on_stop(self) -> None:
         self._cleanup()
 
-    def on_failure(self, *exc_info: Any) -> None:
-        self._cleanup()
+    def on_died(self, reason: str) -> None:
+        """Died of a bug (in on_start too): say so to the client (1011), clean up as on stop."""
+        message = "Internal server error; please reconnect"
+        self._cleanup(protocol.error_frame(INTERNAL_ERROR, message) + close_frame(INTERNAL_ERROR, message), reason)
 
-    def _cleanup(self) -> None:
+    def _cleanup(self, final: bytes = b"", reason: str | None = None) -> None:
         if self.channels:
             tell_if_alive(self.app_actor, LeaveAll(tuple(self.channels), self.socket_id))
             self.channels.clear()
-        self.writer.close()
-        tell_if_alive(self.app_actor, ConnectionGone(self.socket_id))
+        self.writer.close(final)
+        if not tell_if_alive(self.app_actor, ConnectionGone(self.socket_id, reason)) and reason is not None:
+            log.error("connection actor %s of app %s died: %s; closed with 1011", self.socket_id, self.app.id, reason)
         tell_if_alive(self.metrics, Counted(self.app.id, "closed", 1))
+
+    def _tell_app(self, message: Any) -> None:
+        if not tell_if_alive(self.app_actor, message):
+            # The app actor died of a bug and its supervisor started a fresh
+            # one: reconnecting is how this client gets to it.
+            self.close(protocol.RECONNECT, "Server restarting this app after an internal error")
 
     # --- messages ------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
         kind = type(message)
         if kind is ClientText:
-            self.metrics.tell(Received(self.app.id, message.nbytes))
+            tell_if_alive(self.metrics, Received(self.app.id, message.nbytes))
             try:
                 self.handle(protocol.parse_client_message(message.text))
             except ProtocolError as exc:
@@ -115,7 +128,7 @@ class ConnectionActor(GeventActor):
         elif kind is protocol.Unsubscribe:
             if message.channel in self.channels:
                 del self.channels[message.channel]
-                self.app_actor.tell(Leave(message.channel, self.socket_id))
+                self._tell_app(Leave(message.channel, self.socket_id))
         elif kind is protocol.ClientEvent:
             self.client_event(message)
         elif kind is protocol.Signin:
@@ -148,7 +161,7 @@ class ConnectionActor(GeventActor):
             self.send(protocol.event_frame(channel, "pusher:subscription_error", error))
             return
         self.channels[channel] = member.user_id if member is not None else None
-        self.app_actor.tell(Join(channel, self.socket_id, self.writer, self.actor_ref, member))
+        self._tell_app(Join(channel, self.socket_id, self.writer, self.actor_ref, member))
 
     def client_event(self, message: protocol.ClientEvent) -> None:
         """Relay a ``client-*`` event to the channel's other subscribers."""
@@ -176,7 +189,7 @@ class ConnectionActor(GeventActor):
             raise ProtocolError(None, "Client event data holds a number JSON cannot carry (NaN or Infinity)") from exc
         if len(frame) > self.app.max_event_bytes + 512:  # 512: room for the envelope around data
             raise ProtocolError(None, f"Client event is over the {self.app.max_event_bytes} byte limit")
-        self.app_actor.tell(Relay(channel, frame, self.socket_id))
+        self._tell_app(Relay(channel, frame, self.socket_id))
 
     def signin(self, message: protocol.Signin) -> None:
         """User authentication: verify, answer ``pusher:signin_success``, tell the app actor."""
@@ -189,7 +202,7 @@ class ConnectionActor(GeventActor):
             return
         self.user = user
         self.send(protocol.event_frame(None, "pusher:signin_success", {"user_data": user.raw}))
-        self.app_actor.tell(SignedIn(user.id, self.socket_id))
+        self._tell_app(SignedIn(user.id, self.socket_id))
 
     def may_join_user_channel(self, channel: str) -> bool:
         """``#server-to-user-{id}`` is open only to that signed-in user."""
@@ -204,7 +217,7 @@ class ConnectionActor(GeventActor):
     def send(self, frame: bytes) -> None:
         """Write one frame of our own (not a broadcast) and count it."""
         if self.writer.offer(frame):
-            self.metrics.tell(Sent(self.app.id, 1, len(frame)))
+            tell_if_alive(self.metrics, Sent(self.app.id, 1, len(frame)))
 
     def fail(self, error: ProtocolError) -> None:
         """Report a protocol error to the client; close if it is fatal."""

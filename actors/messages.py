@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "Broadcast",
+    "ChannelDied",
     "ChannelEmpty",
     "ClientText",
     "Connected",
@@ -75,9 +76,10 @@ class Connected(NamedTuple):
 
 
 class ConnectionGone(NamedTuple):
-    """A connection actor of this app stopped."""
+    """A connection actor of this app stopped (``reason``: why it died of a bug, else None)."""
 
     socket_id: str
+    reason: str | None = None
 
 
 class SignedIn(NamedTuple):
@@ -92,6 +94,15 @@ class ChannelEmpty(NamedTuple):
 
     channel: str
     joins: int
+
+
+class ChannelDied(NamedTuple):
+    """A channel actor died of a bug; ``socket_ids`` were subscribed (or joining)."""
+
+    channel: str
+    ref: Any  # the dead actor's ref: a fresh actor for the same name must not be dropped
+    socket_ids: tuple[str, ...]
+    reason: str  # one line: exception, message, file:line
 
 
 # --- to a channel actor ------------------------------------------------------

@@ -86,7 +86,7 @@ class Node:
         self._metrics = MetricsActor.start(self.registry, self.metrics_flush_interval)
         self.adapter.start()
         for app in self.apps:
-            self._app_actors[app.id] = AppActor.start(app, self._metrics)
+            self._app_actors[app.id] = AppActor.start(app, self._metrics, supervisor=self._app_actor_died)
         self._wsgi = NodeWSGIApp(self.apps.by_key, self._connect, http_api_wsgi(self.apps, NodeBackend(self._app_actors, self.adapter)))
         self._server = make_server((self.host, self.port), self._wsgi)
         listening = False
@@ -181,6 +181,16 @@ class Node:
     def _connect(self, app: App, writer: Any) -> ActorSession:
         ref = ConnectionActor.start(app, writer, self._app_actors[app.id], self._metrics)
         return ActorSession(ref)
+
+    def _app_actor_died(self, app_id: str, reason: str) -> None:
+        # The app actors' supervisor, called on the hub by the dead actor once
+        # it closed its connections (4200): log one line and put a fresh actor
+        # in the table that NodeBackend, the adapter and _connect read.
+        if app_id not in self._app_actors or not self.running:  # the node is stopping: nothing to restore
+            log.error("app actor %s died during shutdown: %s", app_id, reason)
+            return
+        log.error("app actor %s died: %s; restarted, its clients were told to reconnect (4200)", app_id, reason)
+        self._app_actors[app_id] = AppActor.start(self.apps.by_id(app_id), self._metrics, supervisor=self._app_actor_died)
 
     def _flush_metrics(self) -> None:
         self._metrics.proxy().flush().get(timeout=5)

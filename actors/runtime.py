@@ -16,6 +16,9 @@ so a ``tell`` is a queue append and a context switch, never a lock.
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import traceback
 from typing import Any
 
 import gevent
@@ -26,7 +29,16 @@ from gevent import monkey
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GeventActor", "GeventFuture", "HubThread", "call_later", "sleep", "spawn", "tell_if_alive"]
+__all__ = [
+    "GeventActor",
+    "GeventFuture",
+    "HubThread",
+    "call_later",
+    "describe_failure",
+    "sleep",
+    "spawn",
+    "tell_if_alive",
+]
 
 
 class GeventFuture(pykka.Future):
@@ -83,6 +95,10 @@ class _Inbox(gevent.queue.SimpleQueue):
             gevent.sleep(0)
         return super().get(*args, **kwargs)
 
+    def pending(self) -> list[Any]:
+        """The envelopes still queued, oldest first (left in place)."""
+        return list(self.queue)
+
 
 class _StoppedFlag:
     """What Pykka needs of ``actor_stopped``: ``set`` and ``is_set``.
@@ -126,6 +142,81 @@ class GeventActor(pykka.Actor):
 
     def _start_actor_loop(self) -> None:
         gevent.spawn(self._actor_loop)
+
+    # --- supervision -------------------------------------------------------------
+    #
+    # Pykka logs every unhandled exception with a full traceback at ERROR and
+    # calls ``on_failure`` only for a failed ``tell``. Here an actor's death
+    # is reported once, on one line, by its supervisor: every way of dying (a
+    # told message, ``on_start``, ``on_stop``) ends in ``on_failure``, which
+    # hands a one-line reason to ``on_died``; the traceback goes to DEBUG.
+
+    def _handle_failure(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
+        # Pykka's semantics (unregister, stop the loop) without its ERROR traceback.
+        log.debug("%s raised", self, exc_info=(exc_type, exc_value, tb))
+        pykka.ActorRegistry.unregister(self.actor_ref)
+        self.actor_stopped.set()
+
+    def _actor_loop_setup(self) -> None:
+        try:
+            self.on_start()
+        except Exception:  # the actor dies; on_failure tells its supervisor
+            self._handle_failure(*sys.exc_info())
+            self.on_failure(*sys.exc_info())
+
+    def _stop(self) -> None:
+        pykka.ActorRegistry.unregister(self.actor_ref)
+        self.actor_stopped.set()
+        log.debug("Stopped %s", self)
+        try:
+            self.on_stop()
+        except Exception:  # a cleanup that raises is a death too
+            self._handle_failure(*sys.exc_info())
+            self.on_failure(*sys.exc_info())
+
+    def on_failure(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
+        """The actor died of ``exc_value``: hand a one-line reason to :meth:`on_died`."""
+        reason = describe_failure(exc_type, exc_value, tb)
+        try:
+            self.on_died(reason)
+        except Exception:  # the supervisor may not have heard of the death: say it here
+            log.debug("%s: on_died raised", self, exc_info=True)
+            log.error("%s died (%s); telling its supervisor failed: %s", self, reason, describe_failure(*sys.exc_info()))
+
+    def on_died(self, reason: str) -> None:
+        """Clean up after a death and tell the supervisor, who logs ``reason`` on one line.
+
+        Runs in the dead actor's greenlet, after it stopped taking messages.
+        Actors with a supervisor override this; without one (the default)
+        the actor logs the line itself.
+        """
+        log.error("%s died: %s", self, reason)
+
+    def pending_messages(self) -> list[Any]:
+        """Messages still in the inbox (for a dead actor: what it will never handle)."""
+        return [envelope.message for envelope in self.actor_inbox.pending()]
+
+
+_REASON_CHARS = 300
+
+
+def describe_failure(exc_type: Any, exc_value: Any, tb: Any) -> str:
+    """``"KeyError: 'x' at actors/app.py:120"``: the exception and its innermost frame.
+
+    Always one printable line: the message may hold client text (newlines,
+    lone surrogates a log file cannot encode), so it is escaped and cut short.
+    """
+    message = str(exc_value).encode("utf-8", "backslashreplace").decode("utf-8")
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
+    if len(message) > _REASON_CHARS:
+        message = message[:_REASON_CHARS] + "..."
+    text = f"{getattr(exc_type, '__name__', exc_type)}: {message}"
+    frames = traceback.extract_tb(tb) if tb is not None else []
+    if frames:
+        where = frames[-1]
+        path = os.path.join(*os.path.normpath(where.filename).split(os.sep)[-2:])
+        text += f" at {path}:{where.lineno}"
+    return text
 
 
 def tell_if_alive(ref: pykka.ActorRef, message: Any) -> bool:
