@@ -13,7 +13,6 @@ setup(
     install_requires=[
         "pykka>=4.1,<5",
         "gevent>=23.9",
-        "gevent-websocket>=0.10.1",
         "ujson>=5.8",
         "prometheus-client>=0.17",
     ],

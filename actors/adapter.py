@@ -10,9 +10,13 @@ then delivering locally, so nothing else in the node changes.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
 from .messages import Publish
+from .runtime import tell_if_alive
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Adapter", "LocalAdapter"]
 
@@ -37,7 +41,11 @@ class LocalAdapter:
         self.app_actors = app_actors
 
     def publish(self, app_id: str, message: Publish) -> None:
-        self.app_actors[app_id].tell(message)
+        ref = self.app_actors.get(app_id)
+        if ref is None or not tell_if_alive(ref, message):
+            # Only during shutdown, after the node stopped taking work: the
+            # caller was refused already (503 / ActorcastError).
+            log.debug("publish to app %s after its actor stopped; dropped", app_id)
 
     def start(self) -> None:
         """Nothing to connect to."""

@@ -28,6 +28,9 @@ class NodeBackend:
     def __init__(self, app_actors: dict[str, Any], adapter: Any) -> None:
         self.app_actors = app_actors
         self.adapter = adapter
+        #: False once the node drains: a trigger is then refused (503), never
+        #: answered 200 for an event the shutdown would drop.
+        self.accepting = True
 
     def _app_actor(self, app: App) -> Any:
         return self.app_actors[app.id]
@@ -35,6 +38,8 @@ class NodeBackend:
     def trigger(self, app: App, channels: Sequence[str], event: str, data: str, socket_id: str | None) -> None:
         # The same path as Node.broadcast: through the adapter to the app
         # actor, which encodes once per channel.
+        if not self.accepting or app.id not in self.app_actors:
+            raise HttpError(503, "Server is shutting down; try another node")
         self.adapter.publish(app.id, Publish(tuple(channels), event, data, socket_id, time.monotonic()))
 
     def _ask(self, future: Any) -> Any:

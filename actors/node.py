@@ -19,13 +19,14 @@ import time
 from typing import Any, Iterable
 
 from prometheus_client import CollectorRegistry
-from pykka import ActorDeadError
+from pykka import ActorDeadError, Timeout
 
 from transport import names, protocol
-from transport.config import App, AppTable
+from transport.config import App, AppTable, ServerLimits
 from transport.errors import ActorcastError
 from transport.metrics_endpoint import make_metrics_server
-from transport.server import NodeWSGIApp, http_api_wsgi, make_server
+from transport.routes import NodeRoutes
+from transport.server import HttpServer
 
 from .adapter import LocalAdapter
 from .app import AppActor
@@ -39,8 +40,6 @@ __all__ = ["Node"]
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_GRACE_SECONDS = 5.0
-
 
 class Node:
     """One actorcast node: a Pusher-compatible server for one or more apps."""
@@ -53,8 +52,10 @@ class Node:
         metrics_port: int | None = 9601,
         metrics_host: str | None = None,
         metrics_flush_interval: float = 0.5,
+        limits: ServerLimits | None = None,
     ) -> None:
         self.apps = AppTable(list(apps) if apps is not None else [App()])
+        self.limits = limits or ServerLimits()
         self.host = host
         self.port = port
         self.metrics_host = metrics_host or host
@@ -62,9 +63,10 @@ class Node:
         self.metrics_flush_interval = metrics_flush_interval
         self.registry = CollectorRegistry()
         self._hub = HubThread()
-        self._server: Any = None
-        self._wsgi: Any = None
-        self._metrics_server: Any = None
+        self._server: HttpServer | None = None
+        self._routes: NodeRoutes | None = None
+        self._backend: NodeBackend | None = None
+        self._metrics_server: HttpServer | None = None
         self._metrics: Any = None
         self._app_actors: dict[str, Any] = {}
         self.adapter: Any = LocalAdapter(self._app_actors)
@@ -87,15 +89,16 @@ class Node:
         self.adapter.start()
         for app in self.apps:
             self._app_actors[app.id] = AppActor.start(app, self._metrics, supervisor=self._app_actor_died)
-        self._wsgi = NodeWSGIApp(self.apps.by_key, self._connect, http_api_wsgi(self.apps, NodeBackend(self._app_actors, self.adapter)))
-        self._server = make_server((self.host, self.port), self._wsgi)
+        self._backend = NodeBackend(self._app_actors, self.adapter)
+        self._routes = NodeRoutes(self.apps, self._connect, self._backend)
+        self._server = HttpServer((self.host, self.port), self._routes, self.limits)
         listening = False
         try:
             self._server.start()
             self.port = self._server.server_port
             if self.metrics_port is not None:
                 self._metrics_server = make_metrics_server(
-                    (self.metrics_host, self.metrics_port), self.registry, self._flush_metrics
+                    (self.metrics_host, self.metrics_port), self.registry, self._flush_metrics, self.limits
                 )
                 self._metrics_server.start()
                 self.metrics_port = self._metrics_server.server_port
@@ -104,34 +107,79 @@ class Node:
             if not listening:  # a port in use, say: undo what started, let the error through
                 self._stop_in_hub()
 
-    def stop(self, timeout: float = SHUTDOWN_GRACE_SECONDS) -> None:
-        """Close every connection (Pusher 4200: reconnect), then every actor and socket."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Drain, then close: nothing the node accepted is dropped.
+
+        New HTTP requests and upgrades are answered 503 from now on and
+        ``broadcast`` raises; requests already being answered finish; every
+        event accepted so far is delivered; then every client gets Pusher
+        4200 (reconnect) and the sockets close. All of it within ``timeout``
+        seconds (default: ``limits.shutdown_grace``).
+        """
         if not self.running:
             return
+        grace = self.limits.shutdown_grace if timeout is None else timeout
         self.running = False
-        self._hub.call(self._stop_in_hub, timeout, timeout=timeout + 10)
+        self._hub.call(self._stop_in_hub, grace, timeout=grace + 10)
         self._hub.stop()
         log.info("actorcast stopped")
 
-    def _stop_in_hub(self, timeout: float = SHUTDOWN_GRACE_SECONDS) -> None:
-        if self._server is not None:
-            self._server.close()  # no new connections
-        for ref in self._app_actors.values():
-            ref.proxy().terminate_all(protocol.RECONNECT, "Server is shutting down").get(timeout=timeout)
-        # Bounded wait for every socket to flush its close frame and close.
-        deadline = time.monotonic() + timeout
-        while self._wsgi is not None and self._wsgi.open_sockets > 0 and time.monotonic() < deadline:
+    def _stop_in_hub(self, grace: float | None = None) -> None:
+        grace = self.limits.shutdown_grace if grace is None else grace
+        deadline = time.monotonic() + grace
+        server = self._server
+        if server is not None:
+            server.draining = True  # from here every new request is a 503
+            while server.busy and time.monotonic() < deadline:
+                sleep(0.01)  # requests past their head finish and are answered
+        if self._backend is not None:
+            self._backend.accepting = False  # one still reading its body gets 503, not a 200 we would drop
+        self._deliver_accepted(deadline)
+        for ref in list(self._app_actors.values()):
+            try:
+                ref.proxy().terminate_all(protocol.RECONNECT, "Server is shutting down").get(timeout=_left(deadline))
+            except (ActorDeadError, Timeout):
+                log.warning("an app actor did not close its connections in time")
+        # Bounded wait for every socket to flush what it holds, then its close frame.
+        while self._routes is not None and self._routes.open_sockets > 0 and time.monotonic() < deadline:
             sleep(0.02)
-        if self._server is not None:
-            self._server.stop(timeout=1)
+        if self._routes is not None and self._routes.open_sockets:
+            log.warning("%d connections did not close within the %.1f s grace period", self._routes.open_sockets, grace)
+        if server is not None:
+            server.stop(timeout=1)
         if self._metrics_server is not None:
             self._metrics_server.stop(timeout=1)
         for ref in self._app_actors.values():
-            ref.stop(timeout=timeout)
+            ref.stop(timeout=max(_left(deadline), 1.0))
         self._app_actors.clear()
         self.adapter.stop()
         if self._metrics is not None:
-            self._metrics.stop(timeout=timeout)
+            self._metrics.stop(timeout=5)
+
+    def _deliver_accepted(self, deadline: float) -> None:
+        """Wait until every event accepted so far has been offered to its sockets.
+
+        Inboxes are FIFO: once an app actor answers, every publish it got
+        before has reached its channel actors' inboxes; once those answer,
+        their frames are on the sockets (or in their bounded queues, which
+        flush before the close frame).
+        """
+        for ref in list(self._app_actors.values()):
+            try:
+                channels = ref.proxy().channel_refs().get(timeout=_left(deadline))
+            except (ActorDeadError, Timeout):
+                continue
+            futures = []
+            for channel_ref in channels.values():
+                try:
+                    futures.append(channel_ref.proxy().subscription_count())
+                except ActorDeadError:
+                    continue
+            for future in futures:
+                try:
+                    future.get(timeout=_left(deadline))
+                except (ActorDeadError, Timeout):
+                    continue
 
     def __enter__(self) -> Node:
         return self.start()
@@ -193,7 +241,10 @@ class Node:
         self._app_actors[app_id] = AppActor.start(self.apps.by_id(app_id), self._metrics, supervisor=self._app_actor_died)
 
     def _flush_metrics(self) -> None:
-        self._metrics.proxy().flush().get(timeout=5)
+        try:
+            self._metrics.proxy().flush().get(timeout=5)
+        except (ActorDeadError, Timeout):
+            log.warning("metrics actor did not flush before a scrape; serving what it had")
 
     def _connection_count_in_hub(self) -> int:
         return sum(ref.proxy().connection_count().get(timeout=5) for ref in self._app_actors.values())
@@ -233,3 +284,6 @@ class Node:
         return self._hub.call(func, *args, timeout=timeout)
 
 
+def _left(deadline: float) -> float:
+    """Seconds until ``deadline``, at least a sliver (asks need a positive timeout)."""
+    return max(deadline - time.monotonic(), 0.01)

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 
 from .errors import ConfigError
 
-__all__ = ["App", "AppTable", "apps_from_env", "load_apps"]
+__all__ = ["App", "AppTable", "ServerLimits", "apps_from_env", "load_apps"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,33 @@ class App:
             return cls(**dict(data))
         except TypeError as exc:
             raise ConfigError(str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """How long and how much the node's port waits for and takes from a client.
+
+    Every wait on the server is bounded by one of these (seconds), so a
+    client that stalls (slowloris, a body that never comes, an idle
+    kept-alive connection) costs a socket for a bounded time only.
+    """
+
+    header_timeout: float = 10.0  # from accept (or a kept-alive request's first byte) to the end of the head
+    body_timeout: float = 10.0  # from the end of the head to the last byte of the body
+    idle_timeout: float = 30.0  # a kept-alive HTTP connection waiting for its next request
+    send_timeout: float = 10.0  # writing one HTTP response to a client that does not read
+    max_head_bytes: int = 16 * 1024  # request line and headers; past it: 431
+    max_headers: int = 100  # header fields; past it: 431
+    max_body_bytes: int = 1 << 20  # HTTP API request bodies; past it: 413
+    shutdown_grace: float = 5.0  # node.stop / SIGTERM: time to deliver what was accepted and close
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"'{f.name}' must be a positive number, not {value!r}")
+            if f.name.startswith("max_") and not isinstance(value, int):
+                raise ConfigError(f"'{f.name}' must be a positive integer, not {value!r}")
 
 
 class AppTable:

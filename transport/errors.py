@@ -61,7 +61,8 @@ class AuthError(ProtocolError):
 class HttpError(ActorcastError):
     """An HTTP API request failed; ``status`` is the HTTP status to answer with."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, headers: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers  # extra response headers, e.g. Sec-WebSocket-Version on a 426

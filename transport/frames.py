@@ -67,12 +67,31 @@ def close_frame(code: int, reason: str = "") -> bytes:
     return encode_frame(OP_CLOSE, payload)
 
 
+def _valid_close_code(code: int) -> bool:
+    # RFC 6455 7.4: 1004-1006 and 1015 are reserved and never sent on the
+    # wire; 1016-2999 are unassigned; 3000-4999 belong to libraries and apps.
+    return 1000 <= code <= 1014 and code not in (1004, 1005, 1006) or 3000 <= code <= 4999
+
+
 def parse_close_payload(payload: bytes) -> tuple[int | None, str]:
-    """The (code, reason) of a received close frame; (None, '') when empty."""
-    if len(payload) < 2:
+    """The (code, reason) of a received close frame; (None, '') when empty.
+
+    Raises:
+        ProtocolError: 1002 for a one-byte payload or a code no endpoint may
+            send (e.g. 999, 1005); 1007 for a reason that is not UTF-8.
+    """
+    if not payload:
         return None, ""
+    if len(payload) < 2:
+        raise ProtocolError(CLOSE_PROTOCOL_ERROR, "Close frame payload of one byte", fatal=True)
     (code,) = struct.unpack("!H", payload[:2])
-    return code, payload[2:].decode("utf-8", "replace")
+    if not _valid_close_code(code):
+        raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"Invalid close code {code}", fatal=True)
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(CLOSE_INVALID_DATA, "Close reason is not valid UTF-8", fatal=True) from None
+    return code, reason
 
 
 @dataclass(frozen=True, slots=True)

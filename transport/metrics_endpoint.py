@@ -1,35 +1,43 @@
 """The Prometheus endpoint: ``GET /metrics`` on its own port.
 
 Before each scrape it asks the metrics actor to flush, so what a scrape shows
-includes every count told so far.
+includes every count told so far. It runs on the same bounded HTTP server as
+the node's main port (``transport.server``).
 """
 
 from __future__ import annotations
 
-import logging
+import socket
 from typing import Any, Callable
 
-from gevent.pywsgi import WSGIServer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-__all__ = ["make_metrics_server"]
+from .config import ServerLimits
+from .http import Request
+from .server import HttpServer, Reply
 
-log = logging.getLogger(__name__)
+__all__ = ["MetricsRoutes", "make_metrics_server"]
 
 
-def make_metrics_server(listener: Any, registry: CollectorRegistry, flush: Callable[[], None]) -> WSGIServer:
-    """A pywsgi server answering ``/metrics`` from ``registry`` after ``flush()``."""
+class MetricsRoutes:
+    """Answers ``/metrics`` (and ``/``) from a registry, flushing first."""
 
-    def app(environ: dict, start_response: Callable) -> list[bytes]:
-        if environ.get("PATH_INFO") not in ("/metrics", "/"):
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"Not found: try /metrics"]
-        try:
-            flush()
-        except Exception:  # a slow flush must not hide the metrics we have
-            log.warning("metrics flush failed before scrape", exc_info=True)
-        body = generate_latest(registry)
-        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])
-        return [body]
+    def __init__(self, registry: CollectorRegistry, flush: Callable[[], None]) -> None:
+        self.registry = registry
+        self.flush = flush
 
-    return WSGIServer(listener, app, log=None, error_log=log)
+    def handle(self, request: Request, body: bytes) -> Reply:
+        if request.path not in ("/metrics", "/"):
+            return Reply(404, b"Not found: try /metrics")
+        self.flush()  # the node's flush is bounded and never raises
+        return Reply(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+
+    def upgrade(self, request: Request, sock: socket.socket, early: bytes) -> None:
+        sock.close()  # no WebSockets here
+
+
+def make_metrics_server(
+    listener: Any, registry: CollectorRegistry, flush: Callable[[], None], limits: ServerLimits | None = None
+) -> HttpServer:
+    """An HTTP server answering ``/metrics`` from ``registry`` after ``flush()``."""
+    return HttpServer(listener, MetricsRoutes(registry, flush), limits)

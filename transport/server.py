@@ -1,139 +1,349 @@
-"""The node's listening socket: one port for WebSocket clients and HTTP.
+"""The node's listening socket: accept, read HTTP with deadlines, answer or upgrade.
 
-Routes: ``/app/{key}`` (WebSocket, Pusher protocol), ``/apps/{id}/...`` (the
-Pusher HTTP API, when the node provides one), ``/`` and ``/health`` (200 for
-load balancers). Everything else is 404. The server is gevent's pywsgi with
-gevent-websocket's handler doing the upgrade.
+Data flow: a libev watcher on the listening socket accepts connections
+(``TCP_NODELAY`` on each) and spawns one greenlet per connection, which reads
+request heads and bodies under the deadlines of
+:class:`~transport.config.ServerLimits`, hands each request to a
+:class:`Router` and writes its answer in one ``send``. A WebSocket upgrade
+ends the greenlet: the router takes the socket over (``transport.websocket``).
+The protocol rules live in ``transport.http``; this module moves bytes and
+keeps the clock.
+
+What a client does wrong is never a traceback here: a reset or a timeout
+closes its socket with one DEBUG line; a malformed request gets its 4xx. Only
+a router that raises (our bug) logs an ERROR and answers 500. Running out of
+file descriptors pauses accepting (one WARNING a second at most) and resumes
+as soon as one is free.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
-from typing import Any, Callable
+import socket
+import time
+from typing import Any, NamedTuple, Protocol
 
-from gevent.pywsgi import WSGIServer
-from geventwebsocket.handler import WebSocketHandler
+import gevent
+import ujson
+from gevent.socket import wait_read, wait_write
 
-from .websocket import serve_websocket
+from .config import ServerLimits
+from .errors import HttpError
+from .http import Request, find_head_end, parse_head, response, websocket_accept
 
-__all__ = ["NodeWSGIApp", "http_api_wsgi", "make_server"]
+__all__ = ["HttpServer", "Reply", "Router"]
 
 log = logging.getLogger(__name__)
 
+RECV_SIZE = 65536
+ACCEPT_BATCH = 64  # connections accepted per wake-up before other work gets a turn
+ACCEPT_RETRY_SECONDS = 0.05  # out of descriptors: how soon to try again
+LINGER_SECONDS = 2.0  # after an error answer: how long to drain what the client still sends
+LINGER_MAX_BYTES = 1 << 20
+_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
-def _text(start_response: Callable, status: str, body: str) -> list[bytes]:
-    data = body.encode("utf-8")
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data)))])
-    return [data]
+
+class Reply(NamedTuple):
+    """What a router answers to one HTTP request."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
-class NodeWSGIApp:
-    """The WSGI application behind the node's port."""
+class Router(Protocol):
+    """What the server needs from the application behind the port."""
+
+    def handle(self, request: Request, body: bytes) -> Reply:
+        """Answer one HTTP request (runs in the connection's greenlet; may wait, bounded)."""
+
+    def upgrade(self, request: Request, sock: socket.socket, early: bytes) -> None:
+        """Take over a socket that was just answered ``101`` (``early``: bytes already read)."""
+
+
+class _Closed(Exception):
+    """The peer closed its side before a request was complete."""
+
+
+class HttpServer:
+    """An HTTP/1.1 + WebSocket server on gevent with every wait bounded."""
 
     def __init__(
         self,
-        lookup_app: Callable[[str], Any],
-        connect: Callable[..., Any],
-        http_api: Callable[[dict, Callable], list[bytes]] | None = None,
+        address: tuple[str, int],
+        router: Router,
+        limits: ServerLimits | None = None,
+        *,
+        backlog: int = 2048,
+        reuse_port: bool = False,
     ) -> None:
-        self.lookup_app = lookup_app
-        self.connect = connect
-        self.http_api = http_api
-        # Adopted WebSocket connections not yet closed, per app id: the glue's
-        # own bookkeeping, read synchronously for connection quotas.
-        self.sockets_by_app: dict[str, int] = {}
+        self.address = address
+        self.router = router
+        self.limits = limits or ServerLimits()
+        self.backlog = backlog
+        self.reuse_port = reuse_port
+        self.server_port = address[1]
+        #: True while the node drains: every request is answered 503 + Connection: close.
+        self.draining = False
+        #: Requests between their head and their answer (shutdown waits for these).
+        self.busy = 0
+        self._sock: socket.socket | None = None
+        self._watcher: Any = None
+        self._retry: Any = None
+        self._conns: set[gevent.Greenlet] = set()
+        self._accept_pauses = 0
+        self._last_fd_warning = 0.0
 
-    @property
-    def open_sockets(self) -> int:
-        """WebSocket connections open on this port, all apps."""
-        return sum(self.sockets_by_app.values())
+    # --- listening -----------------------------------------------------------------
 
-    def admit(self, app: Any) -> bool:
-        """False when ``app`` is at its ``max_connections``."""
-        return app.max_connections is None or self.sockets_by_app.get(app.id, 0) < app.max_connections
-
-    def opened(self, app: Any) -> None:
-        """The WebSocket glue took a socket of ``app`` over."""
-        self.sockets_by_app[app.id] = self.sockets_by_app.get(app.id, 0) + 1
-
-    def closed(self, app: Any) -> None:
-        """The WebSocket glue closed a socket of ``app``."""
-        self.sockets_by_app[app.id] -= 1
-
-    @property
-    def current_app(self) -> NodeWSGIApp:
-        # gevent-websocket calls ``current_app.on_close`` as it tears a socket
-        # down; without this it builds a throwaway class on every close.
-        return self
-
-    def on_close(self, *reason: Any) -> None:
-        """Nothing to do: the connection's session already handled its end."""
-
-    def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
-        ws = environ.get("wsgi.websocket")
-        if ws is not None:
-            serve_websocket(ws, environ, self.lookup_app, self.connect, self)
-            return []
-        path = environ.get("PATH_INFO", "")
-        if path in ("/", "/health", "/ready"):
-            return _text(start_response, "200 OK", "OK")
-        if path.startswith("/app/"):
-            return _text(start_response, "426 Upgrade Required", "Connect with a WebSocket client")
-        if path.startswith(("/apps/", "/users/")) and self.http_api is not None:
-            return self.http_api(environ, start_response)
-        return _text(start_response, "404 Not Found", f"Not found: {path}")
-
-
-MAX_HTTP_BODY_BYTES = 1 << 20
-
-
-def http_api_wsgi(apps: Any, backend: Any) -> Callable[[dict, Callable], list[bytes]]:
-    """WSGI glue for ``transport.http_api``: read the body (bounded), answer JSON."""
-    import time
-
-    from .http_api import Response, handle_request
-
-    def app(environ: dict, start_response: Callable) -> list[bytes]:
+    def start(self) -> None:
+        """Bind, listen and start accepting (raises OSError, e.g. port in use)."""
+        sock = socket.socket(socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET, socket.SOCK_STREAM)
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = -1
-        if length < 0:
-            response = Response(400, {"error": "Invalid Content-Length"})
-        elif length > MAX_HTTP_BODY_BYTES:
-            response = Response(413, {"error": f"Body over {MAX_HTTP_BODY_BYTES} bytes"})
-        else:
-            body = environ["wsgi.input"].read(length) if length else b""
-            response = handle_request(
-                environ.get("REQUEST_METHOD", "GET"),
-                environ.get("PATH_INFO", ""),
-                environ.get("QUERY_STRING", ""),
-                body,
-                apps,
-                backend,
-                time.time(),
-            )
-        data = response.encoded()
-        reason = _REASONS.get(response.status, "Error")
-        start_response(
-            f"{response.status} {reason}",
-            [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
-        )
-        return [data]
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(self.address)
+            sock.listen(self.backlog)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self.server_port = sock.getsockname()[1]
+        self._watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
+        self._watcher.start(self._on_acceptable)
 
-    return app
+    def close(self) -> None:
+        """Stop accepting and close the listening socket (open connections go on)."""
+        for watcher in (self._watcher, self._retry):
+            if watcher is not None:
+                watcher.close()
+        self._watcher = self._retry = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Close the listener and every HTTP connection not taken over by the router."""
+        self.close()
+        conns, self._conns = list(self._conns), set()
+        gevent.killall(conns, block=True, timeout=timeout)
+
+    def _on_acceptable(self) -> None:
+        # Runs in the hub: must not block. Accept a batch, hand each to a greenlet.
+        listener = self._sock
+        for _ in range(ACCEPT_BATCH):
+            if listener is None:
+                return
+            try:
+                sock, _ = listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in _OUT_OF_DESCRIPTORS:
+                    self._pause_accepting(exc)
+                # ECONNABORTED and the like: that client is gone; the next may not be.
+                return
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                sock.close()  # reset between accept and here
+                continue
+            gevent.spawn(self._serve, sock)
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        # The pending connection stays in the backlog and the watcher would
+        # fire again at once: stop it and retry shortly (a busy loop otherwise).
+        self._accept_pauses += 1
+        now = time.monotonic()
+        if now - self._last_fd_warning >= 1.0:
+            log.warning("cannot accept connections: %s (paused %d times so far); retrying every %.2f s",
+                        exc.strerror or exc, self._accept_pauses, ACCEPT_RETRY_SECONDS)
+            self._last_fd_warning = now
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._retry = gevent.get_hub().loop.timer(ACCEPT_RETRY_SECONDS)
+            self._retry.start(self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        if self._retry is not None:
+            self._retry.close()
+            self._retry = None
+        if self._watcher is not None:
+            self._watcher.start(self._on_acceptable)
+
+    # --- one connection ----------------------------------------------------------------
+
+    def _serve(self, sock: socket.socket) -> None:
+        me = gevent.getcurrent()
+        self._conns.add(me)
+        owned = True  # until a router takes the socket over
+        try:
+            owned = self._requests(sock)
+        except _Closed:
+            log.debug("client closed before finishing its request")
+        except TimeoutError:
+            log.debug("client too slow: closing its connection")
+        except OSError as exc:
+            log.debug("client connection failed: %r", exc)
+        finally:
+            self._conns.discard(me)
+            if owned:
+                sock.close()
+
+    def _requests(self, sock: socket.socket) -> bool:
+        """Serve requests until the connection ends; False when the router took the socket."""
+        limits = self.limits
+        buf = bytearray()
+        first = True
+        while True:
+            if not first:
+                # A kept-alive connection: wait (bounded) for the next request to start.
+                if not buf and not self._recv(sock, buf, time.monotonic() + limits.idle_timeout, idle=True):
+                    return True
+            deadline = time.monotonic() + limits.header_timeout
+            first = False
+            end = find_head_end(buf)
+            while end < 0:
+                if len(buf) > limits.max_head_bytes:
+                    self._refuse(sock, HttpError(431, f"Request head over {limits.max_head_bytes} bytes"))
+                    return True
+                scanned = len(buf)
+                try:
+                    # No byte yet: a silent connection is closed quietly at the deadline.
+                    if not self._recv(sock, buf, deadline, idle=not buf):
+                        return True
+                except TimeoutError:
+                    if buf:  # a request was started and not finished: say so before closing
+                        self._refuse(sock, HttpError(408, "Request head not received in time"))
+                    raise
+                end = find_head_end(buf, scanned)
+            try:
+                request = parse_head(bytes(buf[:end]), max_head_bytes=limits.max_head_bytes, max_headers=limits.max_headers)
+            except HttpError as exc:
+                self._refuse(sock, exc)
+                return True
+            del buf[:end]
+            if self.draining:
+                self._refuse(sock, HttpError(503, "Server is shutting down"))
+                return True
+            if request.wants_upgrade:
+                return self._upgrade(sock, request, bytes(buf))
+            if not self._answer(sock, request, buf):
+                return True
+
+    def _answer(self, sock: socket.socket, request: Request, buf: bytearray) -> bool:
+        """Read the body, route, reply; True to keep the connection for another request."""
+        limits = self.limits
+        length = request.content_length
+        if length > limits.max_body_bytes:
+            self._refuse(sock, HttpError(413, f"Body over {limits.max_body_bytes} bytes"))
+            return False
+        self.busy += 1
+        try:
+            deadline = time.monotonic() + limits.body_timeout
+            while len(buf) < length:
+                try:
+                    if not self._recv(sock, buf, deadline):
+                        raise _Closed
+                except TimeoutError:
+                    self._refuse(sock, HttpError(408, "Request body not received in time"))
+                    raise
+            body = bytes(buf[:length])
+            del buf[:length]
+            reply = self._route(request, body)
+            keep = request.keep_alive and not self.draining
+            self._send(sock, response(reply.status, reply.body, reply.content_type, keep_alive=keep, headers=reply.headers))
+            return keep
+        finally:
+            self.busy -= 1
+
+    def _route(self, request: Request, body: bytes) -> Reply:
+        try:
+            return self.router.handle(request, body)
+        except Exception:  # our bug, not the client's: log it whole, answer 500, keep serving
+            log.exception("error answering %s %s", request.method, request.path)
+            return Reply(500, b'{"error":"Internal server error"}', "application/json")
+
+    def _upgrade(self, sock: socket.socket, request: Request, early: bytes) -> bool:
+        try:
+            accept = websocket_accept(request)
+        except HttpError as exc:
+            log.debug("refused WebSocket handshake: %s", exc.message)
+            self._refuse(sock, exc)
+            return True
+        self._send(sock, accept)
+        self._conns.discard(gevent.getcurrent())  # from here the router owns it; stop() must not kill it
+        self.router.upgrade(request, sock, early)
+        return False
+
+    # --- bounded I/O -----------------------------------------------------------------
+
+    def _refuse(self, sock: socket.socket, exc: HttpError) -> None:
+        """Answer an error and end the connection without losing the answer.
+
+        Closing a socket with unread input makes the kernel send a reset,
+        which can destroy the answer before the client reads it (a 431 for a
+        100 KB header, say). So: send, shut our side, then read and discard
+        what the client still sends, for a bounded time (a "lingering close").
+        """
+        try:
+            self._send(sock, _error(exc))
+            sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            discarded = bytearray()
+            while len(discarded) < LINGER_MAX_BYTES and self._recv(sock, discarded, deadline, idle=True):
+                del discarded[:]
+        except (OSError, TimeoutError):
+            log.debug("client left before reading the %d answer", exc.status)
+
+    def _recv(self, sock: socket.socket, buf: bytearray, deadline: float, *, idle: bool = False) -> bool:
+        """Append what the socket has (waiting until ``deadline``); False on EOF."""
+        while True:
+            try:
+                data = sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError from None
+                try:
+                    wait_read(sock.fileno(), timeout=remaining)
+                except TimeoutError:
+                    if idle:
+                        return False  # an idle kept-alive connection: close quietly
+                    raise
+                continue
+            if not data:
+                if buf and not idle:
+                    raise _Closed
+                return False
+            buf += data
+            return True
+
+    def _send(self, sock: socket.socket, data: bytes, *, quiet: bool = False) -> None:
+        """Write all of ``data`` within ``send_timeout`` (raises OSError/TimeoutError)."""
+        view = memoryview(data)
+        deadline = time.monotonic() + self.limits.send_timeout
+        try:
+            while view:
+                try:
+                    view = view[sock.send(view):]
+                except BlockingIOError:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError from None
+                    wait_write(sock.fileno(), timeout=remaining)
+        except (OSError, TimeoutError):
+            if not quiet:
+                raise
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 413: "Payload Too Large", 503: "Service Unavailable"}
-
-
-class _QuietHandler(WebSocketHandler):
-    # pywsgi logs every request at INFO through print-like writes; route to logging.
-    def log_request(self) -> None:
-        log.debug(self.format_request())
-
-
-def make_server(listener: Any, app: Callable, *, backlog: int = 2048) -> WSGIServer:
-    """A pywsgi server with WebSocket upgrade on ``listener`` ((host, port) or a socket)."""
-    return WSGIServer(listener, app, handler_class=_QuietHandler, log=None, error_log=log, backlog=backlog)
+def _error(exc: HttpError) -> bytes:
+    # Errors end the connection: after a malformed request we cannot tell
+    # where the next one would start.
+    body = ujson.dumps({"error": exc.message}, ensure_ascii=False, escape_forward_slashes=False).encode("utf-8")
+    return response(exc.status, body, "application/json", keep_alive=False, headers=exc.headers)

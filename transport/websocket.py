@@ -1,8 +1,8 @@
 """WebSocket glue: moves bytes between a socket and a connection session.
 
-Data flow: gevent-websocket does the HTTP upgrade in a pywsgi handler
-greenlet; we then take the socket's descriptor over and let that greenlet
-end. From there a connection is two libev watchers and no greenlet: when
+Data flow: ``transport.server`` answers the HTTP upgrade in the
+connection's greenlet and hands the socket over here; that greenlet then
+ends. From there a connection is two libev watchers and no greenlet: when
 the socket is readable, :meth:`WebSocketConnection._on_readable` reads once
 (non-blocking), :class:`~transport.frames.FrameDecoder` turns the bytes into
 messages, and each text message is handed to the session (the node's
@@ -57,52 +57,37 @@ class Session(Protocol):
         """Close the connection with a Pusher code."""
 
 
-def _refuse(gsock: Any, error: ProtocolError) -> None:
-    # Before a session exists: say why, then close with the same code, so the
-    # client does not reconnect into the same error (4000-4099: don't retry).
-    try:
-        gsock.sendall(protocol.error_frame(error.code, error.message) + close_frame(error.code, error.message[:100]))
-    except OSError:
-        log.debug("peer left before hearing the refusal")
-
-
 def serve_websocket(
-    ws: Any,
-    environ: dict,
+    sock: socket.socket,
+    path: str,
+    query: str,
+    early: bytes,
     lookup_app: Callable[[str], Any],
     connect: Callable[[Any, SocketWriter], Session],
     sockets: Any = None,
 ) -> WebSocketConnection | None:
-    """Adopt one upgraded connection (called in its pywsgi handler greenlet).
+    """Adopt one upgraded connection (called in its HTTP greenlet, after the 101).
 
-    Returns the running connection, or None when it was refused. ``sockets``
-    (optional) keeps count: ``admit(app)`` may refuse (4004, over quota),
-    ``opened(app)``/``closed(app)`` run when this glue takes a socket over and
-    when it finally closes it.
+    ``sock`` is non-blocking and already answered ``101``; ``early`` holds
+    bytes the client sent after its request head. Returns the running
+    connection, or None when it was refused (Pusher checks: path, protocol
+    version, app key, app switched off). ``sockets`` (optional) keeps count:
+    ``admit(app)`` may refuse (4004, over quota), ``opened(app)``/``closed(app)``
+    run when this glue takes a socket over and when it finally closes it.
     """
-    handler = ws.handler
-    gsock = handler.socket
-    ws.closed = True  # gevent-websocket must not write a close frame of its own
     try:
-        key = protocol.check_connect_request(environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""))
+        key = protocol.check_connect_request(path, query)
         app = lookup_app(key)
         if app is None:
             raise ProtocolError(protocol.APP_NOT_FOUND, f"App key {key} does not exist", fatal=True)
         if not app.enabled:
             raise ProtocolError(protocol.APP_DISABLED, "App is disabled", fatal=True)
+        if sockets is not None and not sockets.admit(app):
+            raise ProtocolError(protocol.OVER_QUOTA, "Over the app's connection quota", fatal=True)
     except ProtocolError as exc:
-        _refuse(gsock, exc)
+        log.debug("refused WebSocket connection: %s", exc.message)
+        WebSocketConnection(sock, None).refuse(exc)
         return None
-    if sockets is not None and not sockets.admit(app):
-        _refuse(gsock, ProtocolError(protocol.OVER_QUOTA, "Over the app's connection quota", fatal=True))
-        return None
-    early = _take_buffered(handler.rfile, gsock)
-    handler.rfile.close()
-    # Take the descriptor from pywsgi: it must neither read nor close it when
-    # this handler greenlet returns.
-    sock = socket.socket(fileno=gsock.detach())
-    sock.setblocking(False)
-    handler.socket = None
     on_close = None
     if sockets is not None:
         sockets.opened(app)
@@ -110,21 +95,11 @@ def serve_websocket(
     connection = WebSocketConnection(sock, app, on_close)
     try:
         connection.open(connect)
-    except ProtocolError as exc:  # e.g. over the app's connection quota
+    except ProtocolError as exc:
         connection.refuse(exc)
         return None
     connection.start(early)
     return connection
-
-
-def _take_buffered(rfile: Any, gsock: Any) -> bytes:
-    # Clients send nothing before the 101 answer, so this is almost always
-    # empty; a zero timeout makes the read return what is buffered, or nothing.
-    gsock.settimeout(0)
-    try:
-        return rfile.read1(READ_SIZE) or b""
-    except OSError:
-        return b""
 
 
 class WebSocketConnection:
@@ -147,9 +122,9 @@ class WebSocketConnection:
 
     def __init__(self, sock: socket.socket, app: Any, on_close: Callable[[], None] | None = None) -> None:
         self.sock = sock
-        self.app = app
-        self.writer = SocketWriter(sock, max_buffer_bytes=app.max_buffer_bytes)
-        self.decoder = FrameDecoder(app.max_message_bytes)
+        self.app = app  # None for a connection refused before its app was known
+        self.writer = SocketWriter(sock, max_buffer_bytes=app.max_buffer_bytes if app else 4096)
+        self.decoder = FrameDecoder(app.max_message_bytes if app else 125)
         self.session: Session | None = None
         self._on_close = on_close
         self._loop = gevent.get_hub().loop
@@ -215,7 +190,10 @@ class WebSocketConnection:
             elif opcode == OP_PING:
                 self.writer.offer(encode_frame(OP_PONG, message.payload))
             elif opcode == OP_CLOSE:
-                code, _ = parse_close_payload(message.payload)
+                try:
+                    code, _ = parse_close_payload(message.payload)
+                except ProtocolError as exc:  # e.g. 1005 or 999: never echoed (RFC 6455 7.4.1)
+                    code = exc.code
                 self.writer.close(close_frame(code or 1000))
                 self._end("client sent close")
                 return

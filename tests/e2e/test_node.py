@@ -470,7 +470,7 @@ def test_connections_over_the_app_quota_are_refused_with_4004(make_node, open_cl
     assert before[0]["event"] == "pusher:error" and before[0]["data"]["code"] == 4004
     first.close()
     wait_until(lambda: node.connection_count() == 1, message="the first connection is gone")
-    wait_until(lambda: node.call(lambda: node._wsgi.open_sockets) == 1, message="its socket is closed")
+    wait_until(lambda: node.call(lambda: node._routes.open_sockets) == 1, message="its socket is closed")
     fourth = open_client(node)  # room again
     assert fourth.socket_id
     second.ping()
