@@ -128,6 +128,8 @@ def parse_head(
     lines = head.split(b"\r\n")
     while lines and not lines[-1]:
         lines.pop()
+    while lines and not lines[0]:
+        del lines[0]  # RFC 9112 2.2: empty lines before a request line are ignored
     if not lines:
         raise HttpError(400, "Empty request")
     method, target, version = _request_line(lines[0])
@@ -153,6 +155,9 @@ def _request_line(line: bytes) -> tuple[str, str, str]:
         raise HttpError(400, "Malformed request method")
     if len(target) > MAX_TARGET_BYTES:
         raise HttpError(414, f"Request target over {MAX_TARGET_BYTES} bytes")
+    if _TARGET.fullmatch(target) and target.startswith((b"http://", b"https://")):
+        # The absolute form (RFC 9112 3.2.2), which servers must accept: keep the path.
+        target = b"/" + target.split(b"/", 3)[3] if target.count(b"/") >= 3 else b"/"
     if not _TARGET.fullmatch(target) or not target.startswith(b"/"):
         raise HttpError(400, "Malformed request target: expected an absolute path of visible ASCII")
     if version not in (b"HTTP/1.1", b"HTTP/1.0"):
@@ -233,13 +238,23 @@ def response(
     *,
     keep_alive: bool = True,
     headers: tuple[tuple[str, str], ...] = (),
+    head_only: bool = False,
+    http10: bool = False,
 ) -> bytes:
-    """A whole HTTP/1.1 response (head and body) as one buffer."""
+    """A whole HTTP/1.1 response (head and body) as one buffer.
+
+    ``head_only``: the answer to a HEAD request (the headers a GET would get,
+    no body). ``http10``: the client spoke HTTP/1.0, so a kept-alive
+    connection must be said to be one.
+    """
     lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}"]
     if body or status not in (101, 204):
         lines.append(f"Content-Type: {content_type}")
         lines.append(f"Content-Length: {len(body)}")
     if not keep_alive:
         lines.append("Connection: close")
+    elif http10:
+        lines.append("Connection: keep-alive")
     lines.extend(f"{name}: {value}" for name, value in headers)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head if head_only else head + body

@@ -257,7 +257,11 @@ class HttpServer:
             del buf[:length]
             reply = self._route(request, body)
             keep = request.keep_alive and not self.draining
-            self._send(sock, response(reply.status, reply.body, reply.content_type, keep_alive=keep, headers=reply.headers))
+            answer = response(
+                reply.status, reply.body, reply.content_type, keep_alive=keep, headers=reply.headers,
+                head_only=request.method == "HEAD", http10=request.version == "HTTP/1.0",
+            )
+            self._send(sock, answer)
             return keep
         finally:
             self.busy -= 1
@@ -295,9 +299,10 @@ class HttpServer:
             self._send(sock, _error(exc))
             sock.shutdown(socket.SHUT_WR)
             deadline = time.monotonic() + LINGER_SECONDS
-            discarded = bytearray()
-            while len(discarded) < LINGER_MAX_BYTES and self._recv(sock, discarded, deadline, idle=True):
-                del discarded[:]
+            chunk, discarded = bytearray(), 0
+            while discarded < LINGER_MAX_BYTES and self._recv(sock, chunk, deadline, idle=True):
+                discarded += len(chunk)
+                del chunk[:]
         except (OSError, TimeoutError):
             log.debug("client left before reading the %d answer", exc.status)
 

@@ -77,6 +77,34 @@ def test_parse_close_payload_handles_an_empty_payload():
     assert parse_close_payload(struct.pack("!H", 1000)) == (1000, "")
 
 
+@pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4000, 4999])
+def test_parse_close_payload_accepts_every_code_an_endpoint_may_send(code):
+    assert parse_close_payload(struct.pack("!H", code) + "bye é".encode()) == (code, "bye é")
+
+
+@pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535])
+def test_parse_close_payload_refuses_reserved_and_unassigned_codes_with_1002(code):
+    # RFC 6455 7.4.1: 1005/1006/1015 are never sent on the wire; 7.4.2: < 1000 is unused.
+    with pytest.raises(ProtocolError) as info:
+        parse_close_payload(struct.pack("!H", code))
+    assert info.value.code == 1002
+    assert info.value.fatal
+
+
+def test_parse_close_payload_refuses_a_one_byte_payload_with_1002():
+    with pytest.raises(ProtocolError) as info:
+        parse_close_payload(b"\x03")
+    assert info.value.code == 1002
+
+
+@pytest.mark.parametrize("reason", [b"\xff", b"\xc3", b"ok\xed\xa0\x80", b"\xc0\xaf"])
+def test_parse_close_payload_refuses_a_reason_that_is_not_utf8_with_1007(reason):
+    # Truncated sequences, an encoded surrogate and an overlong form are all invalid UTF-8.
+    with pytest.raises(ProtocolError) as info:
+        parse_close_payload(struct.pack("!H", 1000) + reason)
+    assert info.value.code == 1007
+
+
 # --- decoding ----------------------------------------------------------------
 
 
