@@ -26,6 +26,7 @@ from transport import names, protocol
 from .channel import ChannelActor
 from .messages import (
     Broadcast,
+    ChannelCounts,
     ChannelDied,
     ChannelEmpty,
     Connected,
@@ -34,6 +35,7 @@ from .messages import (
     Join,
     Leave,
     LeaveAll,
+    LeaveMany,
     Publish,
     Relay,
     SignedIn,
@@ -46,12 +48,18 @@ __all__ = ["AppActor"]
 log = logging.getLogger(__name__)
 
 
+LEAVE_BATCH = 512  # disconnects held before their leaves go out, when more keep coming
+
+
 class _Entry:
-    __slots__ = ("joins", "ref")
+    __slots__ = ("joins", "leaving", "ref", "subscriptions", "users")
 
     def __init__(self, ref: Any) -> None:
         self.ref = ref
         self.joins = 0
+        self.subscriptions = 0  # as the channel last reported (ChannelCounts)
+        self.users = 0
+        self.leaving: list[str] | None = None  # disconnected sockets whose leave is not sent yet
 
 
 class AppActor(GeventActor):
@@ -67,6 +75,8 @@ class AppActor(GeventActor):
         self.users: dict[str, set[str]] = {}  # signed-in user id -> socket ids
         self.socket_users: dict[str, str] = {}  # socket id -> signed-in user id
         self._next_broadcast = 0
+        self._leaving: set[str] = set()  # channels with leaves held back
+        self._held = 0  # how many
 
     def on_receive(self, message: Any) -> Any:
         kind = type(message)
@@ -77,8 +87,11 @@ class AppActor(GeventActor):
         elif kind is Leave:
             self._leave(message.channel, message.socket_id)
         elif kind is LeaveAll:
-            for channel in message.channels:
-                self._leave(channel, message.socket_id)
+            self._hold_leaves(message)
+        elif kind is ChannelCounts:
+            entry = self.channels.get(message.channel)
+            if entry is not None and entry.ref is message.ref:
+                entry.subscriptions, entry.users = message.subscriptions, message.users
         elif kind is ChannelEmpty:
             self._retire(message)
         elif kind is Connected:
@@ -102,6 +115,13 @@ class AppActor(GeventActor):
         else:
             return super().on_receive(message)
         return None
+
+    def _handle_receive(self, message: Any) -> Any:
+        try:
+            return super()._handle_receive(message)
+        finally:
+            if self._held and not self.actor_inbox.qsize():
+                self._send_leaves()  # the burst is over (or was one disconnect): send what is held
 
     def publish(self, message: Publish) -> None:
         """Encode the event once per channel and hand the frame to its actor."""
@@ -149,6 +169,22 @@ class AppActor(GeventActor):
         """Channels with at least one subscriber (or a join in flight)."""
         return list(self.channels)
 
+    def channels_info(self) -> dict[str, tuple[int, int]]:
+        """``{channel: (subscriptions, users)}`` for every occupied channel, from the counts kept here.
+
+        The HTTP API asks this once instead of asking every channel actor.
+        """
+        self._send_leaves()
+        return {name: (e.subscriptions, e.users) for name, e in self.channels.items() if e.subscriptions}
+
+    def channel_info(self, name: str) -> tuple[int, int] | None:
+        """``(subscriptions, users)`` of one channel, or None when it is not occupied."""
+        self._send_leaves_of(name)
+        entry = self.channels.get(name)
+        if entry is None or not entry.subscriptions:
+            return None
+        return entry.subscriptions, entry.users
+
     def channel_refs(self) -> dict[str, Any]:
         """Every live channel's actor ref, by name."""
         return {name: entry.ref for name, entry in self.channels.items()}
@@ -169,6 +205,8 @@ class AppActor(GeventActor):
         entry = self._channel(name, create=create)
         if entry is None:
             return
+        if entry.leaving is not None:
+            self._send_leaves_of(name)  # held leaves first: the channel sees everything in order
         if type(message) is Join:
             entry.joins += 1
         if not tell_if_alive(entry.ref, message):
@@ -195,6 +233,41 @@ class AppActor(GeventActor):
 
     def _leave(self, channel: str, socket_id: str) -> None:
         self._forward(channel, Leave(channel, socket_id))
+
+    # --- disconnects in batches --------------------------------------------------
+    #
+    # When thousands of clients drop at once, each one's LeaveAll would be one
+    # Leave per channel: a big channel would handle 15,000 messages and report
+    # 15,000 counts. Instead, leaves are held while more disconnects keep
+    # coming (the inbox is not empty) and sent as one LeaveMany per channel
+    # every LEAVE_BATCH disconnects, or as soon as the inbox runs dry. Anything
+    # else for a channel (a join, a publish, a query) sends its held leaves first.
+
+    def _hold_leaves(self, message: LeaveAll) -> None:
+        for name in message.channels:
+            entry = self.channels.get(name)
+            if entry is None:
+                continue
+            if entry.leaving is None:
+                entry.leaving = []
+                self._leaving.add(name)
+            entry.leaving.append(message.socket_id)
+        self._held += 1
+        if self._held >= LEAVE_BATCH:
+            self._send_leaves()
+
+    def _send_leaves(self) -> None:
+        for name in list(self._leaving):
+            self._send_leaves_of(name)
+        self._held = 0
+
+    def _send_leaves_of(self, name: str) -> None:
+        self._leaving.discard(name)
+        entry = self.channels.get(name)
+        if entry is None or entry.leaving is None:
+            return
+        sockets, entry.leaving = tuple(entry.leaving), None
+        self._forward(name, LeaveMany(name, sockets))
 
     def _retire(self, message: ChannelEmpty) -> None:
         entry = self.channels.get(message.channel)

@@ -20,13 +20,16 @@ from typing import Any
 from transport import names, protocol
 
 from .messages import (
+    Barrier,
     Broadcast,
+    ChannelCounts,
     ChannelDied,
     ChannelEmpty,
     FanoutDone,
     Join,
     JoinRefused,
     Leave,
+    LeaveMany,
     Relay,
     Sent,
 )
@@ -95,6 +98,10 @@ class ChannelActor(GeventActor):
             self.join(message)
         elif kind is Leave:
             self.leave(message.socket_id)
+        elif kind is LeaveMany:
+            self.leave_many(message.socket_ids)
+        elif kind is Barrier:
+            return True
         elif kind is Relay:
             self.relay(message)
         elif kind is _Tick:
@@ -169,6 +176,7 @@ class ChannelActor(GeventActor):
                 tell_if_alive(message.connection, JoinRefused(self.name))
                 return
         self.offers[socket_id] = offer
+        self._report()  # before the confirmation: a query made after it sees this join
         self._send(offer, self._succeeded_frame())
         if self.cache:
             self._send(offer, self.cached or protocol.event_frame(self.name, "pusher:cache_miss", {}))
@@ -199,8 +207,20 @@ class ChannelActor(GeventActor):
 
     def leave(self, socket_id: str) -> None:
         """Remove a subscriber; an empty channel asks its app actor to retire it."""
+        if self._remove(socket_id):
+            self._left()
+
+    def leave_many(self, socket_ids: tuple[str, ...]) -> None:
+        """Remove several subscribers at once: one report and one count for all of them."""
+        removed = False
+        for socket_id in socket_ids:
+            removed = self._remove(socket_id) or removed
+        if removed:
+            self._left()
+
+    def _remove(self, socket_id: str) -> bool:
         if self.offers.pop(socket_id, None) is None:
-            return
+            return False
         user_id = self.socket_users.pop(socket_id, None)
         if user_id is not None:
             sockets = self.members[user_id][1]
@@ -208,8 +228,16 @@ class ChannelActor(GeventActor):
             if not sockets:
                 del self.members[user_id]
                 self._fan_out(protocol.event_frame(self.name, "pusher_internal:member_removed", {"user_id": user_id}))
+        return True
+
+    def _left(self) -> None:
+        self._report()
         self._count_changed()
         self._maybe_empty()
+
+    def _report(self) -> None:
+        counts = ChannelCounts(self.name, self.actor_ref, len(self.offers), len(self.members))
+        tell_if_alive(self.app_actor, counts)
 
     def _maybe_empty(self) -> None:
         if not self.offers and self.cached is None:

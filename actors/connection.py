@@ -39,7 +39,8 @@ from .messages import (
     SignedIn,
     Terminate,
 )
-from .runtime import GeventActor, tell_if_alive
+from .runtime import tell_if_alive
+from .shared_loop import SharedLoopActor
 
 __all__ = ["ActorSession", "ConnectionActor"]
 
@@ -50,8 +51,12 @@ Kind = names.ChannelKind
 INTERNAL_ERROR = 1011  # RFC 6455: the server hit an unexpected condition
 
 
-class ConnectionActor(GeventActor):
-    """Speaks the Pusher protocol with one client."""
+class ConnectionActor(SharedLoopActor):
+    """Speaks the Pusher protocol with one client.
+
+    A :class:`~actors.shared_loop.SharedLoopActor`: an idle connection holds no
+    greenlet, and its handlers never block (they only ``tell``).
+    """
 
     def __init__(self, app: Any, writer: Any, app_actor: Any, metrics: Any, socket_id: str | None = None) -> None:
         super().__init__()

@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 __all__ = [
+    "Barrier",
     "Broadcast",
+    "ChannelCounts",
     "ChannelDied",
     "ChannelEmpty",
     "ClientText",
@@ -20,6 +22,7 @@ __all__ = [
     "JoinRefused",
     "Leave",
     "LeaveAll",
+    "LeaveMany",
     "Publish",
     "Received",
     "Relay",
@@ -66,6 +69,26 @@ class LeaveAll(NamedTuple):
 
     channels: tuple[str, ...]
     socket_id: str
+
+
+class LeaveMany(NamedTuple):
+    """Several connections leave one channel (disconnects batched by the app actor)."""
+
+    channel: str
+    socket_ids: tuple[str, ...]
+
+
+class ChannelCounts(NamedTuple):
+    """A channel's membership changed: what the app actor answers queries from."""
+
+    channel: str
+    ref: Any  # the reporting actor: a report from a retired actor is ignored
+    subscriptions: int
+    users: int  # presence members (0 for other kinds)
+
+
+class Barrier(NamedTuple):
+    """Answered at once: everything told to the actor before it has been handled."""
 
 
 class Connected(NamedTuple):

@@ -32,9 +32,9 @@ from .adapter import LocalAdapter
 from .app import AppActor
 from .connection import ActorSession, ConnectionActor
 from .http_backend import NodeBackend
-from .messages import Publish
+from .messages import Barrier, Publish
 from .metrics import MetricsActor
-from .runtime import HubThread, sleep
+from .runtime import HubThread, proxy_of, sleep
 
 __all__ = ["Node"]
 
@@ -137,7 +137,7 @@ class Node:
         self._deliver_accepted(deadline)
         for ref in list(self._app_actors.values()):
             try:
-                ref.proxy().terminate_all(protocol.RECONNECT, "Server is shutting down").get(timeout=_left(deadline))
+                proxy_of(ref).terminate_all(protocol.RECONNECT, "Server is shutting down").get(timeout=_left(deadline))
             except (ActorDeadError, Timeout):
                 log.warning("an app actor did not close its connections in time")
         # Bounded wait for every socket to flush what it holds, then its close frame.
@@ -166,13 +166,13 @@ class Node:
         """
         for ref in list(self._app_actors.values()):
             try:
-                channels = ref.proxy().channel_refs().get(timeout=_left(deadline))
+                channels = proxy_of(ref).channel_refs().get(timeout=_left(deadline))
             except (ActorDeadError, Timeout):
                 continue
             futures = []
             for channel_ref in channels.values():
                 try:
-                    futures.append(channel_ref.proxy().subscription_count())
+                    futures.append(channel_ref.ask(Barrier(), block=False))
                 except ActorDeadError:
                     continue
             for future in futures:
@@ -242,42 +242,35 @@ class Node:
 
     def _flush_metrics(self) -> None:
         try:
-            self._metrics.proxy().flush().get(timeout=5)
+            proxy_of(self._metrics).flush().get(timeout=5)
         except (ActorDeadError, Timeout):
             log.warning("metrics actor did not flush before a scrape; serving what it had")
 
     def _connection_count_in_hub(self) -> int:
-        return sum(ref.proxy().connection_count().get(timeout=5) for ref in self._app_actors.values())
+        return sum(proxy_of(ref).connection_count().get(timeout=5) for ref in self._app_actors.values())
 
     def connection_count(self, app_id: str | None = None) -> int:
         """Open connections, for one app or all (asks the app actors)."""
         def count() -> int:
             if app_id is None:
                 return self._connection_count_in_hub()
-            return self._app_actors[str(app_id)].proxy().connection_count().get(timeout=5)
+            return proxy_of(self._app_actors[str(app_id)]).connection_count().get(timeout=5)
 
         return self._hub.call(count, timeout=10)
 
     def subscription_count(self, app_id: str, channel: str) -> int:
-        """Subscribers of one channel on this node."""
+        """Subscribers of one channel on this node (as its app actor last heard)."""
         app_actor = self._app_actors[str(app_id)]
 
         def count() -> int:
-            # Ask at the edge: the app actor for the channel, then the channel
-            # itself; no actor waits on another.
-            channel_ref = app_actor.proxy().channel_ref(channel).get(timeout=5)
-            if channel_ref is None:
-                return 0
-            try:
-                return channel_ref.proxy().subscription_count().get(timeout=5)
-            except ActorDeadError:
-                return 0  # retired between the two questions: empty
+            counts = proxy_of(app_actor).channel_info(channel).get(timeout=5)
+            return 0 if counts is None else counts[0]
 
         return self._hub.call(count, timeout=10)
 
     def metrics_totals(self) -> dict[str, dict[str, int]]:
         """Exact counter totals ``{app_id: {name: value}}`` (flushes first)."""
-        return self._hub.call(lambda: self._metrics.proxy().totals().get(timeout=5), timeout=10)
+        return self._hub.call(lambda: proxy_of(self._metrics).totals().get(timeout=5), timeout=10)
 
     def call(self, func: Any, *args: Any, timeout: float | None = 10) -> Any:
         """Run ``func(*args)`` on the node's hub and return its result (for tools and tests)."""

@@ -1,0 +1,212 @@
+"""Actors without a greenlet of their own: one loop per hub runs them in turn.
+
+A :class:`~actors.runtime.GeventActor` parks a greenlet on its inbox for its
+whole life. For the one actor per client connection that costs ~11 KiB of
+saved stack each and a greenlet spawn and teardown per connect and
+disconnect. A :class:`SharedLoopActor` keeps the same Pykka model (``tell``,
+``ask``, ``stop``, ``on_start``/``on_stop``/``on_failure``, proxies) but its
+inbox, when a message arrives while it is idle, puts the actor on the hub's
+ready queue; one shared greenlet takes actors off that queue and runs a few
+of their messages each. An idle actor holds no greenlet and no queue.
+
+The shared loop yields to the hub every :data:`SLICE_MESSAGES` messages or
+:data:`SLICE_SECONDS`, so a burst (15,000 clients disconnecting at once) is
+worked off in slices while new connections, API calls and broadcasts get
+their turns in between.
+
+The rule that comes with it: a handler of a SharedLoopActor must not block
+(no ``ask(...).get()`` on another SharedLoopActor, no sleeping): it would
+hold up every other actor on the loop. Connection actors only ever ``tell``.
+
+These actors are not registered in Pykka's ``ActorRegistry``: it is a list,
+so registering one actor per connection makes every unregister an O(N)
+scan. Their owner (the app actor) holds their refs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import weakref
+from collections import deque
+from typing import Any
+
+import gevent
+from pykka import ActorDeadError
+from pykka._envelope import Envelope
+
+from .runtime import GeventActor
+
+__all__ = ["SLICE_MESSAGES", "SLICE_SECONDS", "SharedLoopActor"]
+
+log = logging.getLogger(__name__)
+
+SLICE_MESSAGES = 256  # messages the shared loop runs before it yields to the hub
+SLICE_SECONDS = 0.005  # ... or this much time, whichever comes first
+_PER_TURN = 16  # messages of one actor before the next ready actor gets its turn
+
+_START = object()  # the first envelope of every actor: run on_start on the loop
+
+
+class _SharedLoop:
+    """The ready actors of one hub and the greenlet that runs them."""
+
+    __slots__ = ("ready", "runner", "__weakref__")
+
+    def __init__(self) -> None:
+        self.ready: deque[SharedLoopActor] = deque()
+        self.runner: gevent.Greenlet | None = None
+
+    def wake(self, actor: SharedLoopActor) -> None:
+        self.ready.append(actor)
+        if self.runner is None:
+            self.runner = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        ready = self.ready
+        handled = 0
+        slice_start = time.perf_counter()
+        try:
+            while ready:
+                handled += ready.popleft()._run_turn()
+                if handled >= SLICE_MESSAGES or time.perf_counter() - slice_start >= SLICE_SECONDS:
+                    gevent.sleep(0)  # let sockets, timers and other greenlets in
+                    handled, slice_start = 0, time.perf_counter()
+        finally:
+            self.runner = None
+            if ready:  # left by an exception that ended this greenlet: keep the others going
+                self.runner = gevent.spawn(self._run)
+
+
+_loops: weakref.WeakKeyDictionary[Any, _SharedLoop] = weakref.WeakKeyDictionary()
+
+
+def _loop_of_current_hub() -> _SharedLoop:
+    hub = gevent.get_hub()
+    loop = _loops.get(hub)
+    if loop is None:
+        loop = _loops[hub] = _SharedLoop()
+    return loop
+
+
+class _Inbox:
+    """A SharedLoopActor's inbox: a queue that exists only while messages wait."""
+
+    __slots__ = ("actor", "queue", "scheduled")
+
+    def __init__(self) -> None:
+        self.actor: SharedLoopActor | None = None  # set by the actor right after creation
+        self.queue: deque[Envelope[Any]] | None = None
+        self.scheduled = False
+
+    def put(self, envelope: Envelope[Any], /) -> None:
+        if self.queue is None:
+            self.queue = deque()
+        self.queue.append(envelope)
+        if not self.scheduled:
+            self.scheduled = True
+            actor = self.actor
+            actor._loop.wake(actor)  # noqa: SLF001 - the inbox and its actor are one unit
+
+    def get(self) -> Envelope[Any]:
+        if not self.queue:
+            raise IndexError("empty inbox")
+        return self.queue.popleft()
+
+    def empty(self) -> bool:
+        return not self.queue
+
+    def qsize(self) -> int:
+        return len(self.queue) if self.queue else 0
+
+    def pending(self) -> list[Envelope[Any]]:
+        """The envelopes still queued, oldest first (left in place)."""
+        return [envelope for envelope in self.queue or () if envelope.message is not _START]
+
+
+class SharedLoopActor(GeventActor):
+    """A Pykka actor whose messages run on its hub's shared loop (see the module doc)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.actor_inbox.actor = self  # a strong ref: the actor lives as long as its ref does
+        self._loop = _loop_of_current_hub()
+
+    @staticmethod
+    def _create_actor_inbox() -> _Inbox:  # type: ignore[override]
+        return _Inbox()
+
+    @classmethod
+    def start(cls, *args: Any, **kwargs: Any) -> Any:
+        """Create the actor and queue its ``on_start``; returns its ref (not registered)."""
+        actor = cls(*args, **kwargs)
+        actor._start_actor_loop()
+        return actor.actor_ref
+
+    def _start_actor_loop(self) -> None:
+        self.actor_inbox.put(Envelope(_START))
+
+    # --- the loop's side ---------------------------------------------------------------
+
+    def _run_turn(self) -> int:
+        """Run up to a turn's worth of messages; requeue if more wait. Returns how many ran."""
+        inbox = self.actor_inbox
+        queue = inbox.queue
+        ran = 0
+        stopped = self.actor_stopped
+        while queue and ran < _PER_TURN and not stopped.is_set():
+            envelope = queue.popleft()
+            ran += 1
+            if envelope.message is _START:
+                self._actor_loop_setup()
+            else:
+                self._handle_envelope(envelope)
+        if stopped.is_set():
+            self._refuse_pending()
+        elif queue:
+            self._loop.ready.append(self)  # more waiting: back of the line, others go first
+            return ran
+        inbox.queue = None  # idle: hold no queue
+        inbox.scheduled = False
+        return ran
+
+    def _handle_envelope(self, envelope: Envelope[Any]) -> None:
+        # Pykka's loop body (pykka._actor.Actor._actor_loop_running), for one envelope.
+        try:
+            response = self._handle_receive(envelope.message)
+            if envelope.reply_to is not None:
+                envelope.reply_to.set(response)
+        except Exception:
+            if envelope.reply_to is not None:
+                log.debug("exception returned from %s to its caller", self, exc_info=True)
+                envelope.reply_to.set_exception()
+            else:
+                self._handle_failure(*sys.exc_info())
+                self.on_failure(*sys.exc_info())
+
+    def _refuse_pending(self) -> None:
+        # Pykka's teardown: asks still queued learn the actor is gone.
+        queue = self.actor_inbox.queue
+        while queue:
+            envelope = queue.popleft()
+            if envelope.reply_to is not None:
+                if type(envelope.message).__name__ == "_ActorStop":
+                    envelope.reply_to.set(None)
+                else:
+                    error = ActorDeadError(f"{self.actor_ref} stopped before handling the message")
+                    envelope.reply_to.set_exception(exc_info=(ActorDeadError, error, None))
+
+    # --- no registry -------------------------------------------------------------------
+
+    def _handle_failure(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
+        log.debug("%s raised", self, exc_info=(exc_type, exc_value, tb))
+        self.actor_stopped.set()
+
+    def _stop(self) -> None:
+        self.actor_stopped.set()
+        try:
+            self.on_stop()
+        except Exception:  # a cleanup that raises is a death too
+            self._handle_failure(*sys.exc_info())
+            self.on_failure(*sys.exc_info())
