@@ -188,10 +188,8 @@ class ConnectionActor(SharedLoopActor):
                 protocol.CLIENT_EVENT_REJECTED,
                 f"Client event rejected: more than {self.app.client_events_per_second} per second",
             )
-        try:
-            frame = protocol.event_frame(channel, event, message.data, self.channels[channel])
-        except (OverflowError, TypeError) as exc:  # NaN / Infinity in the client's JSON
-            raise ProtocolError(None, "Client event data holds a number JSON cannot carry (NaN or Infinity)") from exc
+        # The parser already refused data JSON cannot carry (NaN, lone surrogates).
+        frame = protocol.event_frame(channel, event, message.data, self.channels[channel])
         if len(frame) > self.app.max_event_bytes + 512:  # 512: room for the envelope around data
             raise ProtocolError(None, f"Client event is over the {self.app.max_event_bytes} byte limit")
         self._tell_app(Relay(channel, frame, self.socket_id))

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from prometheus_client import CollectorRegistry
 from pykka import ActorDeadError, Timeout
 
-from transport import names, protocol
+from transport import names, protocol, text
 from transport.config import App, AppTable, ServerLimits
 from transport.errors import ActorcastError
 from transport.metrics_endpoint import make_metrics_server
@@ -221,6 +221,8 @@ class Node:
             encoded = protocol.encode_data(data)
         except (TypeError, ValueError, OverflowError) as exc:
             raise ActorcastError(f"event data is not JSON-serializable: {exc}") from exc
+        if text.has_lone_surrogate(encoded):
+            raise ActorcastError("event data holds a lone surrogate (e.g. '\\ud800'): it has no UTF-8 form")
         message = Publish(channels, event, encoded, socket_id, time.monotonic())
         self._hub.post(self.adapter.publish, app.id, message)
 

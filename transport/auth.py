@@ -17,7 +17,11 @@ values keep the original text in ``raw``.
 Verification raises :class:`~transport.errors.AuthError`; its message tells
 a client developer what was expected but never the expected signature.
 Malformed ``channel_data`` / ``user_data`` raise
-:class:`~transport.errors.ProtocolError`.
+:class:`~transport.errors.ProtocolError`. Text that is not valid Unicode (a
+lone surrogate from a JSON ``"\\ud800"`` escape) is one of those errors too,
+never a ``UnicodeEncodeError`` from the HMAC. The parser leaves the signed
+strings of a subscribe to this module, whose errors the connection answers
+with a ``pusher:subscription_error``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 import ujson
 
 from .errors import AuthError, ProtocolError
+from .text import LONE_SURROGATE, has_lone_surrogate, printable
 
 __all__ = [
     "DEFAULT_MAX_USER_INFO_BYTES",
@@ -142,7 +147,11 @@ def verify_channel_auth(
     Raises:
         AuthError: ``auth`` is missing, not ``"key:hex"``, made for another
             app key, or its signature does not match.
+        ProtocolError: ``channel`` or ``channel_data`` is not valid Unicode.
     """
+    _check_unicode(channel, "channel")
+    if channel_data is not None:
+        _check_unicode(channel_data, "channel_data")
     signed = channel_auth_string(socket_id, channel, channel_data)
     _verify(key, secret, signed, auth, what=f"channel {channel!r}")
 
@@ -154,7 +163,9 @@ def verify_user_auth(
 
     Raises:
         AuthError: as :func:`verify_channel_auth`.
+        ProtocolError: ``user_data`` is not valid Unicode.
     """
+    _check_unicode(user_data, "user_data")
     _verify(key, secret, user_auth_string(socket_id, user_data), auth, what="sign-in")
 
 
@@ -243,6 +254,8 @@ def _verify(key: str, secret: str, signed: str, auth: object, what: str) -> None
             f"Missing auth for {what}: send the 'auth' value returned by your "
             "auth endpoint"
         )
+    if has_lone_surrogate(auth):
+        raise AuthError(f"Invalid auth for {what}: it is not valid Unicode (it holds a lone surrogate)")
     # The signature is hex and never holds a ':', so split at the last one.
     auth_key, sep, signature = auth.rpartition(":")
     if not sep:
@@ -261,12 +274,19 @@ def _verify(key: str, secret: str, signed: str, auth: object, what: str) -> None
         )
 
 
+def _check_unicode(text: object, field: str) -> None:
+    # A lone surrogate cannot be UTF-8 encoded for the HMAC: refuse it first.
+    if isinstance(text, str) and has_lone_surrogate(text):
+        raise ProtocolError(None, f"{field} is not valid Unicode: it holds {LONE_SURROGATE}")
+
+
 def _load_object(text: object, field: str) -> dict[str, Any]:
     if not isinstance(text, str):
         raise ProtocolError(
             None,
             f"{field} must be a string holding JSON, got {type(text).__name__}",
         )
+    _check_unicode(text, field)
     try:
         obj = ujson.loads(text)
     except ValueError:
@@ -328,6 +348,8 @@ def _describe(value: Any) -> str:
 
 
 def _quote(text: str, limit: int = _QUOTE_LIMIT) -> str:
+    # Quoted text goes into error frames: it must encode as UTF-8.
+    text = printable(text)
     if len(text) <= limit:
         return f"'{text}'"
     return f"'{text[:limit]}...' ({len(text)} characters)"

@@ -5,6 +5,11 @@ validates bodies and limits, and calls a :class:`Backend` for what only the
 node knows (who is subscribed) or does (deliver an event). Every refusal is
 an :class:`~transport.errors.HttpError` turned into ``{"error": "..."}``.
 
+Every string from the request is checked here, before a backend sees it: the
+body must be UTF-8 JSON without lone surrogates (from ``"\\ud800"``
+escapes), every field of an event has its type, characters and limits, and
+the path and query must be valid Unicode. Anything else is a 400.
+
 Routes (``{id}`` is the app id)::
 
     POST /apps/{id}/events                          trigger one event
@@ -30,10 +35,13 @@ from .config import App, AppTable
 from .errors import HttpError, ProtocolError
 from .http_signing import verify_request
 from .protocol import dumps, encode_data
+from .text import decode_utf8, has_lone_surrogate, has_unicode_escape, json_problem
 
 __all__ = ["Backend", "Response", "handle_request"]
 
-_SOCKET_ID = re.compile(r"\A\d+\.\d+\Z")
+# ASCII digits only (\d would take any script's digits) and bounded: ours
+# are two 31-bit integers.
+_SOCKET_ID = re.compile(r"\A[0-9]{1,20}\.[0-9]{1,20}\Z")
 _INFO_ATTRIBUTES = frozenset({"user_count", "subscription_count"})
 
 
@@ -46,7 +54,9 @@ class Response:
 
     def encoded(self) -> bytes:
         """The body as JSON bytes."""
-        return dumps(self.body).encode("utf-8")
+        # Input is checked on the way in, so no lone surrogate should reach an
+        # answer; should one slip into a message anyway, escape it, never 500.
+        return dumps(self.body).encode("utf-8", "backslashreplace")
 
 
 class Backend(Protocol):
@@ -79,6 +89,9 @@ def handle_request(
 ) -> Response:
     """Answer one HTTP API request (never raises for bad input)."""
     try:
+        if has_lone_surrogate(path) or has_lone_surrogate(query_string or ""):
+            # A server that decoded the request line with surrogateescape.
+            raise HttpError(400, "The request path or query is not valid UTF-8")
         return _route(method.upper(), path, query_string, body, apps, backend, now)
     except HttpError as exc:
         return Response(exc.status, {"error": exc.message})
@@ -149,12 +162,22 @@ def _need(method: str, expected: str) -> None:
 
 
 def _json_body(body: bytes) -> dict[str, Any]:
+    # Decoded strictly first: ujson alone would take UTF-8-encoded surrogates.
+    text = decode_utf8(body or b"")
+    if text is None:
+        raise HttpError(400, "Body is not valid JSON: it is not UTF-8 text")
     try:
-        value = ujson.loads(body or b"")
+        value = ujson.loads(text)
     except (ValueError, TypeError) as exc:
         raise HttpError(400, "Body is not valid JSON") from exc
     if not isinstance(value, dict):
         raise HttpError(400, "Body must be a JSON object")
+    # Only a \u escape can make a lone surrogate: then check every string in
+    # the body at once (NaN in 'data' is refused where 'data' is encoded).
+    if has_unicode_escape(text):
+        problem = json_problem(value)
+        if problem is not None:
+            raise HttpError(400, f"Body is not valid JSON text: it holds {problem}")
     return value
 
 
@@ -174,6 +197,12 @@ def _check_channel(app: App, channel: Any, *, allow_server_to_user: bool = False
         return names.validate_channel_name(channel, app.max_channel_name_length, allow_server_to_user=allow_server_to_user)
     except ProtocolError as exc:
         raise HttpError(400, exc.message) from exc
+
+
+def _shorten(value: Any, limit: int = 60) -> str:
+    # Error messages quote what was sent, never more than a readable prefix.
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _is_presence(channel: str) -> bool:
@@ -216,7 +245,7 @@ def _validated_event(app: App, event: Any) -> tuple[tuple[str, ...], str, str, s
         raise HttpError(413, f"Event data is {size} bytes; the limit is {app.max_event_bytes}")
     socket_id = event.get("socket_id")
     if socket_id is not None and (not isinstance(socket_id, str) or not _SOCKET_ID.match(socket_id)):
-        raise HttpError(400, f"Invalid socket_id {socket_id!r}: expected digits.digits")
+        raise HttpError(400, f"Invalid socket_id {_shorten(socket_id)}: expected digits.digits")
     return channels, name, data, socket_id
 
 

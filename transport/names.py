@@ -33,6 +33,7 @@ __all__ = [
     "SERVER_TO_USER_PREFIX",
     "ChannelKind",
     "channel_kind",
+    "check_event_name_characters",
     "is_cache_channel",
     "is_client_event",
     "server_to_user_channel",
@@ -67,6 +68,9 @@ CACHE_PREFIXES = (
 # letter slips in, and matched with fullmatch so a trailing "\n" fails too.
 _CHANNEL_CHARS = re.compile(r"[A-Za-z0-9_\-=@,.;]+")
 _ALLOWED_CHARS_TEXT = "A-Z, a-z, 0-9 and _ - = @ , . ;"
+
+# Event names: C0 controls, DEL, C1 controls and (lone) surrogates.
+_BAD_EVENT_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class ChannelKind(enum.Enum):
@@ -144,14 +148,40 @@ def validate_event_name(
 ) -> str:
     """Check an event name and return it unchanged.
 
-    Pusher only limits the length of event names (1 to ``max_length``
-    characters), not their alphabet: ``pusher:`` and ``client-`` names both
-    pass.
+    Pusher limits the length of event names (1 to ``max_length``
+    characters), not their alphabet: ``pusher:`` and ``client-`` names and
+    spaces all pass. What no name may hold is a control character or a lone
+    surrogate (see :func:`check_event_name_characters`).
 
     Raises:
         ProtocolError: code :data:`INVALID_NAME_CODE`.
     """
-    return _check_length("Event", name, max_length)
+    return check_event_name_characters(_check_length("Event", name, max_length))
+
+
+def check_event_name_characters(name: str) -> str:
+    """Refuse control characters and lone surrogates in an event name; return it.
+
+    Control characters (C0, DEL, C1) have no business in a name that apps
+    bind handlers to and logs print; a lone surrogate (from a JSON
+    ``"\\ud800"`` escape) cannot even be encoded as UTF-8 to send the event
+    on. Length is not checked here: the parser calls this before it knows
+    the app's limit.
+
+    Raises:
+        ProtocolError: code :data:`INVALID_NAME_CODE`.
+    """
+    if name.isascii() and name.isprintable():
+        return name  # the common case, answered without a regex
+    bad = _BAD_EVENT_CHARS.search(name)
+    if bad is not None:
+        kind = "a lone surrogate" if "\ud800" <= bad.group() <= "\udfff" else "a control character"
+        raise ProtocolError(
+            INVALID_NAME_CODE,
+            f"Invalid event name {_shorten(name)}: it holds {kind} ({bad.group()!r}); "
+            "use printable text",
+        )
+    return name
 
 
 def _check_length(what: str, name: object, max_length: int) -> str:

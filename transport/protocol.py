@@ -17,8 +17,10 @@ from urllib.parse import parse_qs
 
 import ujson
 
+from . import names
 from .errors import ProtocolError
 from .frames import text_frame
+from .text import LONE_SURROGATE, decode_utf8, has_lone_surrogate, has_unicode_escape, json_problem
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -132,6 +134,24 @@ def _field(data: dict, name: str, *, required: bool = True) -> str | None:
     return value
 
 
+def _channel(value: Any, escaped: bool, complaint: str = "'channel' must be a string") -> str:
+    # The alphabet and the length are the app's rules (names.validate_channel_name,
+    # applied where the app is known); what no channel may be is broken text.
+    if not isinstance(value, str):
+        raise ProtocolError(None, complaint)
+    if escaped and has_lone_surrogate(value):
+        raise ProtocolError(names.INVALID_NAME_CODE, f"Invalid channel name: it holds {LONE_SURROGATE}")
+    return value
+
+
+def _signin_field(data: dict, name: str, escaped: bool) -> str:
+    value = _field(data, name)
+    if escaped and has_lone_surrogate(value):
+        # Pusher answers a bad sign-in by closing with 4009, and so do we.
+        raise ProtocolError(UNAUTHORIZED, f"Invalid sign-in: '{name}' holds {LONE_SURROGATE}", fatal=True)
+    return value
+
+
 def _payload(message: dict) -> dict:
     data = message.get("data", {})
     if isinstance(data, str):
@@ -146,7 +166,27 @@ def _payload(message: dict) -> dict:
 
 
 def parse_client_message(text: str | bytes) -> ClientMessage:
-    """Parse one client message; raise ProtocolError for anything malformed."""
+    """Parse one client message; raise ProtocolError for anything malformed.
+
+    Every field a message type uses is checked here, so no actor holds a value
+    that raises later: its JSON type; valid Unicode (no lone surrogates, which
+    a ``"\\ud800"`` escape produces); event names free of control characters
+    (code 4302, as for other bad names); client-event ``data`` that re-encodes
+    as standard JSON (no NaN, no Infinity). A bad sign-in field is fatal with
+    4009, as a failed sign-in is.
+
+    Left to the caller, which knows the app: name lengths and the channel
+    alphabet (:mod:`transport.names`), and the signed strings of a subscribe
+    (``auth``, ``channel_data``), because a bad one must be answered with a
+    ``pusher:subscription_error``: :mod:`transport.auth` refuses broken text
+    in them with AuthError / ProtocolError.
+    """
+    if isinstance(text, (bytes, bytearray)):
+        decoded = decode_utf8(text)
+        if decoded is None:
+            # Checked before ujson, which would accept UTF-8-encoded surrogates.
+            raise ProtocolError(None, "Invalid JSON: the message is not valid UTF-8")
+        text = decoded
     try:
         message = ujson.loads(text)
     except (ValueError, TypeError) as exc:
@@ -160,23 +200,29 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
         return Ping()
     if event == "pusher:pong":
         return Pong()
+    # Valid UTF-8 holds a lone surrogate only through a \u escape: without
+    # one (nearly all traffic) the deep checks below are skipped.
+    escaped = has_unicode_escape(text)
     if event == "pusher:subscribe":
         data = _payload(message)
         return Subscribe(
-            _field(data, "channel"),
+            _channel(data.get("channel"), escaped),
             _field(data, "auth", required=False),
             _field(data, "channel_data", required=False),
         )
     if event == "pusher:unsubscribe":
-        return Unsubscribe(_field(_payload(message), "channel"))
+        return Unsubscribe(_channel(_payload(message).get("channel"), escaped))
     if event == "pusher:signin":
         data = _payload(message)
-        return Signin(_field(data, "auth"), _field(data, "user_data"))
+        return Signin(_signin_field(data, "auth", escaped), _signin_field(data, "user_data", escaped))
+    names.check_event_name_characters(event)
     if event.startswith("client-"):
-        channel = message.get("channel")
-        if not isinstance(channel, str):
-            raise ProtocolError(None, "A client event needs a 'channel' string")
-        return ClientEvent(event, channel, message.get("data"))
+        channel = _channel(message.get("channel"), escaped, "A client event needs a 'channel' string")
+        data = message.get("data")
+        problem = json_problem(data, surrogates=escaped)
+        if problem is not None:
+            raise ProtocolError(None, f"Client event data holds {problem}: JSON cannot carry it on")
+        return ClientEvent(event, channel, data)
     return Unknown(event)
 
 

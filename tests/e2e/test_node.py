@@ -273,6 +273,12 @@ def test_broadcast_refuses_bad_names_unknown_apps_and_a_stopped_node(make_node):
         node.broadcast("1", "news", "e" * 201, "x")
     with pytest.raises(ActorcastError):
         node.broadcast("404", "news", "ev", "x")
+    with pytest.raises(ProtocolError):
+        node.broadcast("1", "news", "ev\ud800", "x")  # a lone surrogate has no UTF-8 form
+    for data in ("x\udfff", {"k": "\ud800"}):
+        with pytest.raises(ActorcastError):
+            node.broadcast("1", "news", "ev", data)
+    node.broadcast("1", "news", "ev", "still serving \U0001f600")
     node.stop()
     with pytest.raises(ActorcastError):
         node.broadcast("1", "news", "ev", "x")
