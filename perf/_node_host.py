@@ -8,7 +8,15 @@ commands and calls the node's thread-safe API.
 Commands (JSON lines): ``mem``, ``counts`` {channels}, ``totals``,
 ``broadcast`` {seq, channels, payload_bytes}, ``same_floor`` {seq, channels,
 payload_bytes}, ``hub_timings``, ``profile`` {action: start|stop, path},
-``stop``. Each is answered by an event of the same name.
+``census``, ``ticker`` {action: start|status|stop, channel, interval,
+payload_bytes}, ``stop``. Each is answered by an event of the same name.
+
+For ``perf/connections.py``: ``census`` reads, on the hub and without asking
+any actor (so a long inbox does not delay it), how many connections and
+channels the app actor holds and how many sockets the WebSocket glue has
+open; ``ticker`` runs a thread that calls ``node.broadcast`` every
+``interval`` seconds with ``seq`` and the call time in the data, as the
+``broadcast`` command does.
 
 Two measuring tools live here, in this process only (the node's code is untouched):
 
@@ -30,6 +38,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import tracemalloc
 from typing import Any
@@ -144,6 +153,53 @@ def _finish(frames: list, short: list) -> None:
         send.__self__.offer(memoryview(frame)[n:])
 
 
+def census(node: Any) -> dict:
+    """On the hub: the app actor's connection and channel counts, the glue's open sockets."""
+    app = node._app_actors[APP_ID]._actor_weakref()
+    routes = getattr(node, "_routes", None)
+    out = {"sockets": getattr(routes, "open_sockets", None)}
+    if app is not None and hasattr(app, "connections") and hasattr(app, "channels"):
+        out.update(connections=len(app.connections), channels=len(app.channels))
+        if len(app.channels) <= 5:  # a few left: name them (a leftover is then easy to tell)
+            out["names"] = sorted(app.channels)
+    else:  # the app actor keeps its tables elsewhere: ask it (slower, queued behind its inbox)
+        proxy = node._app_actors[APP_ID].proxy()
+        out.update(connections=proxy.connection_count().get(timeout=5), channels=len(proxy.channel_names().get(timeout=5)))
+    return out
+
+
+class Ticker:
+    """A thread broadcasting one event every ``interval`` seconds (seq 1, 2, ...)."""
+
+    def __init__(self, node: Any, channel: str, interval: float, payload_bytes: int, seq: int = 0) -> None:
+        self.node, self.channel, self.interval, self.payload_bytes = node, channel, interval, payload_bytes
+        self.seq = seq
+        self.late_max_s = 0.0  # worst lateness of a tick against its schedule (this thread's own delay)
+        self.call_max_s = 0.0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="perf-ticker", daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        start = time.monotonic()
+        ticks = 0
+        while not self.done.wait(max(0.0, start + ticks * self.interval - time.monotonic())):
+            ticks += 1
+            self.seq += 1
+            t = time.monotonic()
+            self.late_max_s = max(self.late_max_s, t - (start + (ticks - 1) * self.interval))
+            self.node.broadcast(APP_ID, [self.channel], EVENT, make_data(self.seq, t, self.payload_bytes))
+            self.call_max_s = max(self.call_max_s, time.monotonic() - t)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(10)
+
+    def status(self) -> dict:
+        return {"seq": self.seq, "late_max_ms": round(self.late_max_s * 1e3, 3),
+                "call_max_ms": round(self.call_max_s * 1e3, 3)}
+
+
 def _trace_growth(baseline: tracemalloc.Snapshot | None) -> tracemalloc.Snapshot | None:
     """Print (stderr) the 12 allocation sites that grew most since ``baseline``."""
     if not tracemalloc.is_tracing():
@@ -184,6 +240,7 @@ def main() -> None:
     emit({"ev": "started", "port": node.port, "metrics_port": node.metrics_port, "pid": os.getpid(),
           **read_proc_mem(os.getpid())})
     profiler: cProfile.Profile | None = None
+    ticker: Ticker | None = None
     try:
         for line in sys.stdin:
             if not line.strip():
@@ -218,11 +275,23 @@ def main() -> None:
                     node.call(profiler.disable)
                     profiler.dump_stats(cmd["path"])
                 emit({"ev": "profile"})
+            elif op == "census":
+                emit({"ev": "census", "t": time.monotonic(), **node.call(census, node, timeout=60)})
+            elif op == "ticker":
+                if cmd["action"] == "start" and ticker is None:
+                    ticker = Ticker(node, cmd["channel"], cmd["interval"], cmd["payload_bytes"], cmd.get("seq", 0))
+                elif cmd["action"] == "stop" and ticker is not None:
+                    ticker.stop()
+                emit({"ev": "ticker", **(ticker.status() if ticker else {"seq": 0})})
+                if cmd["action"] == "stop":
+                    ticker = None
             elif op == "stop":
                 break
             else:
                 emit({"ev": "error", "message": f"unknown command {op!r}"})
     finally:
+        if ticker is not None:
+            ticker.stop()
         started = time.monotonic()
         node.stop()
         emit({"ev": "stop", "seconds": time.monotonic() - started})

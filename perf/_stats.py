@@ -9,11 +9,12 @@ noise of a shared VM and keeps a 19,000 x 20 run's report a few KiB.
 from __future__ import annotations
 
 import math
+import os
 import re
 import urllib.error
 import urllib.request
 
-__all__ = ["merge_hist", "percentile", "quantize_us", "read_proc_mem", "read_schedstat", "scrape"]
+__all__ = ["merge_hist", "percentile", "quantize_us", "read_proc_cpu", "read_proc_mem", "read_schedstat", "scrape"]
 
 
 def quantize_us(us: float) -> int:
@@ -71,6 +72,23 @@ def read_proc_mem(pid: int) -> dict[str, int]:
                 name, value = line.split(":")
                 out[name] = int(value.split()[0])
     return {"rss_kib": out.get("VmRSS", 0), "hwm_kib": out.get("VmHWM", 0)}
+
+
+def read_proc_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds a process used so far, all its threads: two readings.
+
+    ``stat_s``: utime + stime from ``/proc/PID/stat`` (clock ticks, 10 ms
+    grain; includes threads that already exited). ``sched_s``: the sum of the
+    live threads' ``schedstat`` run time (ns grain). Subtract two readings.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # the name in parentheses may hold spaces
+    ticks = os.sysconf("SC_CLK_TCK")
+    sched = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        sched += read_schedstat(f"/proc/{pid}/task/{task}/schedstat")[0]
+    # fields[0] is the state (field 3): utime and stime are fields 14 and 15
+    return {"stat_s": (int(fields[11]) + int(fields[12])) / ticks, "sched_s": sched / 1e9}
 
 
 def http_status(url: str, body: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
