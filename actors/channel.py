@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 from transport import names, protocol
 
@@ -33,7 +33,8 @@ from .messages import (
     Relay,
     Sent,
 )
-from .runtime import GeventActor, call_later, sleep, tell_if_alive
+from .runtime import call_later, tell_if_alive
+from .shared_loop import SharedLoopActor
 
 __all__ = ["ChannelActor"]
 
@@ -65,8 +66,24 @@ def _offer_each(offers: Any, frame: bytes, skip: Any) -> int:
     return sent
 
 
-class ChannelActor(GeventActor):
-    """One channel of one app; started and retired by that app's actor."""
+class _Rest(NamedTuple):
+    """The part of a big fan-out still to send, handled before anything else queued."""
+
+    offers: list[Any]
+    start: int
+    frame: bytes
+    skip: Any
+    sent: int
+    report: Callable[[int], None]
+
+
+class ChannelActor(SharedLoopActor):
+    """One channel of one app; started and retired by that app's actor.
+
+    A :class:`~actors.shared_loop.SharedLoopActor`: an idle channel holds no
+    greenlet, and a big fan-out is sent in slices, the rest handed back to the
+    shared loop (:meth:`run_next`) instead of blocking it.
+    """
 
     fanout_slice = 4096  # subscribers served per turn of the hub (see broadcast)
 
@@ -104,6 +121,8 @@ class ChannelActor(GeventActor):
             return True
         elif kind is Relay:
             self.relay(message)
+        elif kind is _Rest:
+            self._deliver_rest(message)
         elif kind is _Tick:
             self._tick(message.what)
         else:
@@ -131,11 +150,14 @@ class ChannelActor(GeventActor):
         """Offer the pre-encoded frame to every subscriber but the excluded one."""
         frame = message.frame
         skip = self.offers.get(message.except_socket_id) if message.except_socket_id else None
-        sent = self._deliver(frame, skip)
         if self.cache:
             self._keep(frame)
-        done = FanoutDone(self.app.id, message.broadcast_id, sent, sent * len(frame), time.monotonic())
-        tell_if_alive(self.metrics, done)
+        app_id, broadcast_id, metrics = self.app.id, message.broadcast_id, self.metrics
+
+        def report(sent: int) -> None:
+            tell_if_alive(metrics, FanoutDone(app_id, broadcast_id, sent, sent * len(frame), time.monotonic()))
+
+        self._deliver(frame, skip, report)
 
     def relay(self, message: Relay) -> None:
         """A client event: to everyone else, and only from a subscriber."""
@@ -143,23 +165,29 @@ class ChannelActor(GeventActor):
             return  # the sender left (or never joined) before its event got here
         self._fan_out(message.frame, self.offers[message.socket_id])
 
-    def _deliver(self, frame: bytes, skip: Any) -> int:
-        """Offer ``frame`` to every subscriber but ``skip``; how many took it now.
 
-        A big channel is served in slices of ``fanout_slice`` subscribers with
-        a yield between them, so one huge broadcast does not keep the hub (the
-        other channels, pings, reads) waiting for its whole send loop. Nothing
-        else touches this channel meanwhile: its next message waits its turn.
+    def _deliver(self, frame: bytes, skip: Any, report: Callable[[int], None]) -> None:
+        """Offer ``frame`` to every subscriber but ``skip``; ``report(sent)`` once all were offered.
+
+        A big channel is served in slices of ``fanout_slice`` subscribers: the
+        rest goes back to the shared loop as a :class:`_Rest` that this actor
+        handles before anything else, so one huge broadcast does not keep the
+        hub (the other channels, pings, reads, accepts) waiting for its whole
+        send loop, and nothing else touches this channel meanwhile: per
+        subscriber, frames stay in order.
         """
-        offers = self.offers.values()
         if len(self.offers) <= self.fanout_slice:
-            return _offer_each(offers, frame, skip)
-        snapshot, step, sent = list(offers), self.fanout_slice, 0
-        for start in range(0, len(snapshot), step):
-            if start:
-                sleep(0)
-            sent += _offer_each(snapshot[start : start + step], frame, skip)
-        return sent
+            report(_offer_each(self.offers.values(), frame, skip))
+            return
+        self._deliver_rest(_Rest(list(self.offers.values()), 0, frame, skip, 0, report))
+
+    def _deliver_rest(self, rest: _Rest) -> None:
+        end = rest.start + self.fanout_slice
+        sent = rest.sent + _offer_each(rest.offers[rest.start : end], rest.frame, rest.skip)
+        if end < len(rest.offers):
+            self.run_next(rest._replace(start=end, sent=sent))
+        else:
+            rest.report(sent)
 
     # --- membership ------------------------------------------------------------
 
@@ -275,9 +303,13 @@ class ChannelActor(GeventActor):
 
     def _fan_out(self, frame: bytes, skip: Any = None) -> None:
         # Frames of our own (presence changes, counts, client events), counted as sent.
-        sent = self._deliver(frame, skip)
-        if sent:
-            tell_if_alive(self.metrics, Sent(self.app.id, sent, sent * len(frame)))
+        app_id, metrics = self.app.id, self.metrics
+
+        def report(sent: int) -> None:
+            if sent:
+                tell_if_alive(metrics, Sent(app_id, sent, sent * len(frame)))
+
+        self._deliver(frame, skip, report)
 
     def _keep(self, frame: bytes) -> None:
         self.cached = frame

@@ -36,7 +36,7 @@ import gevent
 from pykka import ActorDeadError
 from pykka._envelope import Envelope
 
-from .runtime import GeventActor
+from .runtime import GeventActor, yield_to_io
 
 __all__ = ["SLICE_MESSAGES", "SLICE_SECONDS", "SharedLoopActor"]
 
@@ -52,11 +52,12 @@ _START = object()  # the first envelope of every actor: run on_start on the loop
 class _SharedLoop:
     """The ready actors of one hub and the greenlet that runs them."""
 
-    __slots__ = ("ready", "runner", "__weakref__")
+    __slots__ = ("ready", "runner", "yield_now", "__weakref__")
 
     def __init__(self) -> None:
         self.ready: deque[SharedLoopActor] = deque()
         self.runner: gevent.Greenlet | None = None
+        self.yield_now = False  # set by an actor that split its work (run_next): let the hub in first
 
     def wake(self, actor: SharedLoopActor) -> None:
         self.ready.append(actor)
@@ -70,8 +71,9 @@ class _SharedLoop:
         try:
             while ready:
                 handled += ready.popleft()._run_turn()
-                if handled >= SLICE_MESSAGES or time.perf_counter() - slice_start >= SLICE_SECONDS:
-                    gevent.sleep(0)  # let sockets, timers and other greenlets in
+                if self.yield_now or handled >= SLICE_MESSAGES or time.perf_counter() - slice_start >= SLICE_SECONDS:
+                    self.yield_now = False
+                    yield_to_io()  # let sockets, timers and other greenlets in
                     handled, slice_start = 0, time.perf_counter()
         finally:
             self.runner = None
@@ -132,6 +134,7 @@ class SharedLoopActor(GeventActor):
         super().__init__(*args, **kwargs)
         self.actor_inbox.actor = self  # a strong ref: the actor lives as long as its ref does
         self._loop = _loop_of_current_hub()
+        self._turn_ends = False
 
     @staticmethod
     def _create_actor_inbox() -> _Inbox:  # type: ignore[override]
@@ -147,6 +150,19 @@ class SharedLoopActor(GeventActor):
     def _start_actor_loop(self) -> None:
         self.actor_inbox.put(Envelope(_START))
 
+    def run_next(self, message: Any) -> None:
+        """Handle ``message`` before anything else queued, once the hub had a turn.
+
+        For a handler that splits a long job (a fan-out to 19,000 sockets):
+        it does a slice, then ``run_next(the_rest)`` and returns, instead of
+        blocking the shared loop. Call it only from this actor's own handlers.
+        """
+        inbox = self.actor_inbox
+        if inbox.queue is None:
+            inbox.queue = deque()
+        inbox.queue.appendleft(Envelope(message))
+        self._turn_ends = True
+
     # --- the loop's side ---------------------------------------------------------------
 
     def _run_turn(self) -> int:
@@ -155,6 +171,7 @@ class SharedLoopActor(GeventActor):
         queue = inbox.queue
         ran = 0
         stopped = self.actor_stopped
+        self._turn_ends = False
         while queue and ran < _PER_TURN and not stopped.is_set():
             envelope = queue.popleft()
             ran += 1
@@ -162,6 +179,10 @@ class SharedLoopActor(GeventActor):
                 self._actor_loop_setup()
             else:
                 self._handle_envelope(envelope)
+                if self._turn_ends:  # run_next: the rest waits until the hub had a turn
+                    self._loop.yield_now = True
+                    queue = inbox.queue
+                    break
         if stopped.is_set():
             self._refuse_pending()
         elif queue:

@@ -30,6 +30,7 @@ from gevent.socket import wait_read, wait_write
 
 from .config import ServerLimits
 from .errors import HttpError
+from .first_request import FirstRequest
 from .http import Request, find_head_end, parse_head, response, websocket_accept
 
 __all__ = ["HttpServer", "Reply", "Router"]
@@ -93,6 +94,7 @@ class HttpServer:
         self._watcher: Any = None
         self._retry: Any = None
         self._conns: set[gevent.Greenlet] = set()
+        self._waiting: set[FirstRequest] = set()  # accepted, first request head not complete yet
         self._accept_pauses = 0
         self._last_fd_warning = 0.0
 
@@ -129,8 +131,72 @@ class HttpServer:
     def stop(self, timeout: float = 1.0) -> None:
         """Close the listener and every HTTP connection not taken over by the router."""
         self.close()
+        for waiting in list(self._waiting):
+            waiting.drop()
         conns, self._conns = list(self._conns), set()
         gevent.killall(conns, block=True, timeout=timeout)
+
+    # --- the first request, read from callbacks (see transport.first_request) ---------
+
+    def first_head(self, sock: socket.socket, buf: bytearray, end: int, deadline: float) -> None:
+        """A connection's first request head arrived (runs in the hub: must not block)."""
+        try:
+            request = parse_head(bytes(buf[:end]), max_head_bytes=self.limits.max_head_bytes,
+                                 max_headers=self.limits.max_headers)
+            if self.draining:
+                raise HttpError(503, "Server is shutting down")
+            if not request.wants_upgrade:
+                gevent.spawn(self._serve, sock, buf, deadline)  # HTTP API and health: a greenlet may wait
+                return
+            accept = websocket_accept(request)
+        except HttpError as exc:
+            if exc.status in (400, 426):
+                log.debug("refused request: %s", exc.message)
+            gevent.spawn(self._refuse_and_close, sock, exc)
+            return
+        try:
+            sent = sock.send(accept)
+        except OSError as exc:
+            log.debug("client left during the upgrade: %r", exc)
+            sock.close()
+            return
+        if sent < len(accept):  # a fresh socket takes 130 bytes at once; if not, wait in a greenlet
+            gevent.spawn(self._finish_upgrade, sock, request, accept[sent:], bytes(buf[end:]))
+            return
+        try:
+            self.router.upgrade(request, sock, bytes(buf[end:]))
+        except Exception:  # our bug: say so, and lose only this connection
+            log.exception("error taking over a WebSocket connection")
+            sock.close()
+
+    def forget(self, waiting: FirstRequest) -> None:
+        """``waiting`` stopped watching its socket (done or given up)."""
+        self._waiting.discard(waiting)
+
+    def first_request_failed(self, sock: socket.socket, error: HttpError | None) -> None:
+        """The first request did not arrive whole: answer ``error`` (if any), then close."""
+        if error is None:
+            sock.close()
+        else:
+            gevent.spawn(self._refuse_and_close, sock, error)
+
+    def _refuse_and_close(self, sock: socket.socket, exc: HttpError) -> None:
+        me = gevent.getcurrent()
+        self._conns.add(me)
+        try:
+            self._refuse(sock, exc)
+        finally:
+            self._conns.discard(me)
+            sock.close()
+
+    def _finish_upgrade(self, sock: socket.socket, request: Request, rest: bytes, early: bytes) -> None:
+        try:
+            self._send(sock, rest)
+        except (OSError, TimeoutError) as exc:
+            log.debug("client left during the upgrade: %r", exc)
+            sock.close()
+            return
+        self.router.upgrade(request, sock, early)
 
     def _on_acceptable(self) -> None:
         # Runs in the hub: must not block. Accept a batch, hand each to a greenlet.
@@ -153,7 +219,9 @@ class HttpServer:
             except OSError:
                 sock.close()  # reset between accept and here
                 continue
-            gevent.spawn(self._serve, sock)
+            # No greenlet yet: most connections are WebSocket upgrades, which
+            # are read, answered and handed over from libev callbacks alone.
+            self._waiting.add(FirstRequest(self, sock))
 
     def _pause_accepting(self, exc: OSError) -> None:
         # The pending connection stays in the backlog and the watcher would
@@ -178,12 +246,12 @@ class HttpServer:
 
     # --- one connection ----------------------------------------------------------------
 
-    def _serve(self, sock: socket.socket) -> None:
+    def _serve(self, sock: socket.socket, buf: bytearray, deadline: float) -> None:
         me = gevent.getcurrent()
         self._conns.add(me)
         owned = True  # until a router takes the socket over
         try:
-            owned = self._requests(sock)
+            owned = self._requests(sock, buf, deadline)
         except _Closed:
             log.debug("client closed before finishing its request")
         except TimeoutError:
@@ -195,17 +263,20 @@ class HttpServer:
             if owned:
                 sock.close()
 
-    def _requests(self, sock: socket.socket) -> bool:
-        """Serve requests until the connection ends; False when the router took the socket."""
+    def _requests(self, sock: socket.socket, buf: bytearray, deadline: float) -> bool:
+        """Serve requests until the connection ends; False when the router took the socket.
+
+        ``buf`` holds what was read so far (the first request's head, at
+        least in part) and ``deadline`` is when that head must be complete.
+        """
         limits = self.limits
-        buf = bytearray()
         first = True
         while True:
             if not first:
                 # A kept-alive connection: wait (bounded) for the next request to start.
                 if not buf and not self._recv(sock, buf, time.monotonic() + limits.idle_timeout, idle=True):
                     return True
-            deadline = time.monotonic() + limits.header_timeout
+                deadline = time.monotonic() + limits.header_timeout
             first = False
             end = find_head_end(buf)
             while end < 0:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import weakref
+from collections import deque
 from typing import Any, Callable, Protocol
 
 import gevent
@@ -41,6 +43,7 @@ __all__ = ["Session", "WebSocketConnection", "serve_websocket"]
 log = logging.getLogger(__name__)
 
 READ_SIZE = 16384
+_POLL_FIRST_SECONDS = 1e-6  # see actors.runtime.yield_to_io
 _EV_READ = 1
 
 
@@ -66,7 +69,7 @@ def serve_websocket(
     connect: Callable[[Any, SocketWriter], Session],
     sockets: Any = None,
 ) -> WebSocketConnection | None:
-    """Adopt one upgraded connection (called in its HTTP greenlet, after the 101).
+    """Adopt one upgraded connection, right after its 101 (must not block).
 
     ``sock`` is non-blocking and already answered ``101``; ``early`` holds
     bytes the client sent after its request head. Returns the running
@@ -142,8 +145,12 @@ class WebSocketConnection:
         """Close before any session exists, saying why."""
         self.writer.close(protocol.error_frame(error.code, error.message) + close_frame(error.code, error.message[:100]))
         self._ended = True
-        self.writer.join(CLOSE_GRACE_SECONDS + 1)  # runs in the handler greenlet: it may wait
-        self._finish()
+        # Runs in a libev callback (no waiting there): a socket that took the
+        # bytes at once closes now, a full one gets a greenlet to drain it.
+        if self.writer.draining:
+            gevent.spawn(self._finish_after_drain)
+        else:
+            self._finish()
 
     def start(self, early: bytes = b"") -> None:
         """Begin watching the socket; ``early`` holds bytes read during the upgrade."""
@@ -243,6 +250,12 @@ class WebSocketConnection:
         for watcher in (self._io, self._timer):
             if watcher is not None:
                 watcher.close()
+        # The rest waits for the closer's next slice: when 15,000 clients drop
+        # at once, libev runs all their read callbacks in one loop iteration,
+        # and each must stay cheap so accepts and broadcasts go on meanwhile.
+        _closer_of_current_hub().add(self, reason)
+
+    def _end_rest(self, reason: str) -> None:
         if self.session is not None:
             self.session.closed(reason)
         self.writer.close()
@@ -260,3 +273,45 @@ class WebSocketConnection:
         self.sock.close()
         if self._on_close is not None:
             self._on_close()
+
+
+class _Closer:
+    """Finishes ended connections in slices, yielding to the hub between them."""
+
+    __slots__ = ("pending", "runner", "__weakref__")
+
+    SLICE = 256
+
+    def __init__(self) -> None:
+        self.pending: deque[tuple[WebSocketConnection, str]] = deque()
+        self.runner: gevent.Greenlet | None = None
+
+    def add(self, connection: WebSocketConnection, reason: str) -> None:
+        self.pending.append((connection, reason))
+        if self.runner is None:
+            self.runner = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        pending = self.pending
+        try:
+            while pending:
+                for _ in range(min(self.SLICE, len(pending))):
+                    connection, reason = pending.popleft()
+                    connection._end_rest(reason)  # noqa: SLF001 - the closer is the connection's helper
+                # A timer, not sleep(0): the loop must poll (accepts, reads, timers) between slices.
+                gevent.sleep(_POLL_FIRST_SECONDS)
+        finally:
+            self.runner = None
+            if pending:  # an exception ended this greenlet: keep the others going
+                self.runner = gevent.spawn(self._run)
+
+
+_closers: weakref.WeakKeyDictionary[Any, _Closer] = weakref.WeakKeyDictionary()
+
+
+def _closer_of_current_hub() -> _Closer:
+    hub = gevent.get_hub()
+    closer = _closers.get(hub)
+    if closer is None:
+        closer = _closers[hub] = _Closer()
+    return closer

@@ -67,7 +67,9 @@ class SocketWriter:
     ) -> None:
         self._sock = raw_socket
         self._send = raw_socket.send
-        self._queue: deque[bytes | memoryview] = deque()
+        # Made when the socket first would block: an idle connection holds no
+        # queue (an empty deque is ~600 bytes, and most sockets never need one).
+        self._queue: deque[bytes | memoryview] | None = None
         self._queued_bytes = 0
         self._drainer: gevent.Greenlet | None = None
         # True while frames wait in the queue or the writer is closed: the hot
@@ -123,6 +125,8 @@ class SocketWriter:
             return
         self._closing = True
         self._blocked = True
+        if self._queue is None:
+            self._queue = deque()
         if drop_queued and len(self._queue) > 1:
             head = self._queue.popleft()
             self._queue.clear()
@@ -153,6 +157,8 @@ class SocketWriter:
     def _enqueue(self, data: bytes | memoryview) -> None:
         if self._closing or self.closed:
             return
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append(data)
         self._queued_bytes += len(data)
         self._blocked = True
@@ -206,6 +212,7 @@ class SocketWriter:
                 self._shutdown()
             else:
                 self._blocked = False
+                self._queue = None  # drained: hold no queue while idle
         finally:
             self._drainer = None
             if sent_bytes and self.on_sent is not None:
@@ -219,7 +226,7 @@ class SocketWriter:
         self.closed = True
         self._closing = True
         self._blocked = True
-        self._queue.clear()
+        self._queue = None
         self._queued_bytes = 0
         try:
             # SHUT_RDWR also wakes the reader greenlet with EOF, ending the connection.
