@@ -1,54 +1,48 @@
-"""The adapter seam: where a publish leaves this node for the others.
+"""The adapter seam: how a node reaches the other nodes of its cluster.
 
-Every publish on a node (``Node.broadcast``, the HTTP API, and later
-webhooks or server-side events) goes through one adapter's ``publish``.
-The :class:`LocalAdapter` here serves a single process: it hands the event
-to the app's actor on this node. A cluster adapter (worker processes, Redis)
-implements the same three calls, publishing to the other nodes first and
-then delivering locally, so nothing else in the node changes.
+An adapter is a :class:`~actors.bus.Bus` (see ``actors/bus.py`` for the
+contract): it carries only traffic to and from the *other* nodes. The node
+always delivers locally itself, then hands the same pre-encoded event to the
+adapter; what arrives from other nodes is delivered by the node as its own.
+:class:`~actors.cluster.Cluster` puts the meaning on top (presence replicas,
+heartbeats, cluster-wide queries).
+
+``Node(adapter=...)`` takes a Bus object, a URL, or None:
+
+==========================  ==============================================
+``None`` / ``"local"``      one node on its own (:class:`LocalAdapter`)
+``"redis://host:port/db"``  nodes anywhere, over Redis pub/sub
+``"memory://name"``         nodes in one process (tests, embedding)
+==========================  ==============================================
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any, Protocol
+from typing import Any
 
-from .messages import Publish
-from .runtime import tell_if_alive
+from transport.errors import ConfigError
 
-log = logging.getLogger(__name__)
+from .bus import Bus, MemoryBus, NoBus
 
-__all__ = ["Adapter", "LocalAdapter"]
+__all__ = ["Adapter", "LocalAdapter", "make_adapter"]
 
+#: What an adapter is: a bus between nodes.
+Adapter = Bus
 
-class Adapter(Protocol):
-    """How a node delivers events and learns about channels across nodes."""
-
-    def publish(self, app_id: str, message: Publish) -> None:
-        """Deliver ``message`` to subscribers on every node (must not block)."""
-
-    def start(self) -> None:
-        """Connect (called on the node's hub when the node starts)."""
-
-    def stop(self) -> None:
-        """Disconnect (called on the node's hub when the node stops)."""
+#: The adapter of a node on its own: nothing leaves the process.
+LocalAdapter = NoBus
 
 
-class LocalAdapter:
-    """One node, no peers: publishing is telling this node's app actor."""
+def make_adapter(spec: Any) -> Bus:
+    """A Bus for ``spec``: a Bus object (returned as is), a URL, or None (local)."""
+    if spec is None or spec == "local":
+        return NoBus()
+    if not isinstance(spec, str):
+        return spec
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        from .redis_bus import RedisBus  # redis-py is only imported when Redis is used
 
-    def __init__(self, app_actors: dict[str, Any]) -> None:
-        self.app_actors = app_actors
-
-    def publish(self, app_id: str, message: Publish) -> None:
-        ref = self.app_actors.get(app_id)
-        if ref is None or not tell_if_alive(ref, message):
-            # Only during shutdown, after the node stopped taking work: the
-            # caller was refused already (503 / ActorcastError).
-            log.debug("publish to app %s after its actor stopped; dropped", app_id)
-
-    def start(self) -> None:
-        """Nothing to connect to."""
-
-    def stop(self) -> None:
-        """Nothing to disconnect from."""
+        return RedisBus(spec)
+    if spec.startswith("memory://"):
+        return MemoryBus.shared(spec[len("memory://"):])
+    raise ConfigError(f"unknown adapter {spec!r}: use redis://host:port/db (or leave it unset for one node)")

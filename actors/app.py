@@ -19,10 +19,15 @@ calls its own supervisor (the node), which starts a fresh one.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable
 
+from transport import cluster as wire
 from transport import names, protocol
+from transport.frames import text_frame, text_of_frame
+from transport.presence import RemotePresence
 
+from .app_cluster import ClusterShare
 from .channel import ChannelActor
 from .messages import (
     Broadcast,
@@ -36,10 +41,17 @@ from .messages import (
     Leave,
     LeaveAll,
     LeaveMany,
+    LocalMember,
+    NodeGone,
     Publish,
+    PublishFrames,
     Relay,
+    RemoteMember,
+    RemotePublish,
+    RemoteSync,
     SignedIn,
     Terminate,
+    TerminateUser,
 )
 from .runtime import GeventActor, tell_if_alive
 
@@ -62,13 +74,25 @@ class _Entry:
         self.leaving: list[str] | None = None  # disconnected sockets whose leave is not sent yet
 
 
-class AppActor(GeventActor):
+class AppActor(ClusterShare, GeventActor):
     """The channel directory of one app on this node."""
 
-    def __init__(self, app: Any, metrics: Any, supervisor: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        metrics: Any,
+        supervisor: Callable[[str, str], None] | None = None,
+        cluster: Any = None,
+    ) -> None:
         super().__init__()
         self.app = app
         self.metrics = metrics
+        self.cluster = cluster  # actors.cluster.Cluster, or None for a node alone
+        self.origin = cluster.node_id if cluster is not None else ""
+        # Presence across nodes: this node's members (what it announces) and
+        # the replica of everybody else's (what it hears).
+        self.local_members: dict[str, dict[str, Any]] = {}  # channel -> user_id -> user_info
+        self.remote = RemotePresence()
         self.supervisor = supervisor  # supervisor(app_id, reason), called on the hub if this actor dies
         self.channels: dict[str, _Entry] = {}
         self.connections: dict[str, Any] = {}  # socket_id -> ConnectionActor ref
@@ -80,8 +104,27 @@ class AppActor(GeventActor):
 
     def on_receive(self, message: Any) -> Any:
         kind = type(message)
-        if kind is Publish:
+        if kind is PublishFrames:
+            self.publish_frames(message.frames, message.except_socket_id, message.started)
+        elif kind is Publish:
             self.publish(message)
+        elif kind is RemotePublish:
+            frames = tuple((name, text_frame(event)) for name, event in message.frames)
+            self.publish_frames(frames, message.except_socket_id, time.monotonic())
+        elif kind is LocalMember:
+            self._local_member(message)
+        elif kind is RemoteMember:
+            if message.joined:
+                changes = self.remote.join(message.node, message.channel, message.user_id, message.user_info)
+            else:
+                changes = self.remote.leave(message.node, message.channel, message.user_id)
+            self._remote_changes(changes)
+        elif kind is RemoteSync:
+            self._remote_changes(self.remote.replace_node(message.node, message.members))
+        elif kind is NodeGone:
+            self._remote_changes(self.remote.drop_node(message.node))
+        elif kind is TerminateUser:
+            self._terminate_local(message.user_id)
         elif kind is Join:
             self._forward(message.channel, message, create=True)
         elif kind is Leave:
@@ -108,6 +151,10 @@ class AppActor(GeventActor):
             self._channel_died(message)
         elif kind is Relay:
             self._forward(message.channel, message)
+            if self.cluster is not None and not self.cluster.solo:
+                # A client event reaches the channel's subscribers on every node.
+                event = (message.channel, text_of_frame(message.frame))
+                self.cluster.send(wire.Publish(self.origin, self.app.id, (event,), message.socket_id))
         elif kind is SignedIn:
             self._forget_user(message.socket_id)
             self.users.setdefault(message.user_id, set()).add(message.socket_id)
@@ -138,6 +185,20 @@ class AppActor(GeventActor):
             frame = protocol.event_frame(name, message.event, message.data, message.user_id)
             self._forward(name, Broadcast(frame, message.except_socket_id, bid, message.started))
 
+    def publish_frames(self, frames: Any, except_socket_id: str | None, started: float) -> None:
+        """Hand each channel its finished frame (encoded once, at the edge or by the origin node)."""
+        for name, _ in frames:
+            if name not in self.channels and names.is_cache_channel(name):
+                self._channel(name, create=True)  # keeps the event for later subscribers
+        targets = [(name, frame) for name, frame in frames if name in self.channels]
+        self._next_broadcast += 1
+        bid = self._next_broadcast
+        if not targets:
+            return
+        tell_if_alive(self.metrics, FanoutStarted(self.app.id, bid, len(targets), started))
+        for name, frame in targets:
+            self._forward(name, Broadcast(frame, except_socket_id, bid, started))
+
     def connection_count(self) -> int:
         """Open connections of this app on this node."""
         return len(self.connections)
@@ -149,7 +210,12 @@ class AppActor(GeventActor):
         return len(self.connections)
 
     def terminate_user(self, user_id: str) -> int:
-        """Close every connection of a signed-in user (Pusher 4009); returns how many."""
+        """Close every connection of a signed-in user (Pusher 4009), on every node; returns how many here."""
+        if self.cluster is not None and not self.cluster.solo:
+            self.cluster.send(wire.TerminateUser(self.origin, self.app.id, user_id))
+        return self._terminate_local(user_id)
+
+    def _terminate_local(self, user_id: str) -> int:
         sockets = list(self.users.get(user_id, ()))
         for socket_id in sockets:
             ref = self.connections.get(socket_id)
@@ -197,7 +263,8 @@ class AppActor(GeventActor):
     def _channel(self, name: str, *, create: bool = False) -> _Entry:
         entry = self.channels.get(name)
         if entry is None and create:
-            ref = ChannelActor.start(self.app, name, self.actor_ref, self.metrics)
+            remote = self.remote.users(name) if names.channel_kind(name) is names.ChannelKind.PRESENCE else None
+            ref = ChannelActor.start(self.app, name, self.actor_ref, self.metrics, remote)
             entry = self.channels[name] = _Entry(ref)
         return entry
 

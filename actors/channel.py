@@ -30,7 +30,9 @@ from .messages import (
     JoinRefused,
     Leave,
     LeaveMany,
+    LocalMember,
     Relay,
+    RemoteChanges,
     Sent,
 )
 from .runtime import call_later, tell_if_alive
@@ -41,6 +43,7 @@ __all__ = ["ChannelActor"]
 log = logging.getLogger(__name__)
 
 CACHE_TTL_SECONDS = 30 * 60
+_ABSENT = object()
 SUBSCRIPTION_COUNT_INTERVAL = 1.0
 
 
@@ -87,8 +90,13 @@ class ChannelActor(SharedLoopActor):
 
     fanout_slice = 4096  # subscribers served per turn of the hub (see broadcast)
 
-    def __init__(self, app: Any, name: str, app_actor: Any, metrics: Any) -> None:
+    def __init__(
+        self, app: Any, name: str, app_actor: Any, metrics: Any, remote_users: dict[str, Any] | None = None
+    ) -> None:
         super().__init__()
+        # Presence: users present on other nodes (user_id -> user_info), kept
+        # up to date by the app actor's replica (RemoteChanges).
+        self.remote_users: dict[str, Any] = dict(remote_users or {})
         self.app = app
         self.name = name
         self.app_actor = app_actor
@@ -121,6 +129,8 @@ class ChannelActor(SharedLoopActor):
             return True
         elif kind is Relay:
             self.relay(message)
+        elif kind is RemoteChanges:
+            self.remote_changed(message.changes)
         elif kind is _Rest:
             self._deliver_rest(message)
         elif kind is _Tick:
@@ -213,7 +223,8 @@ class ChannelActor(SharedLoopActor):
     def _add_member(self, socket_id: str, member: Any, offer: Any) -> bool:
         entry = self.members.get(member.user_id)
         if entry is None:
-            if len(self.members) >= self.app.max_presence_members:
+            remote = self.remote_users
+            if member.user_id not in remote and self._user_count() >= self.app.max_presence_members:
                 error = {
                     "type": "LimitReached",
                     "error": f"Presence channel {self.name} is full ({self.app.max_presence_members} members)",
@@ -227,8 +238,10 @@ class ChannelActor(SharedLoopActor):
                 "pusher_internal:member_added",
                 {"user_id": member.user_id, "user_info": member.user_info},
             )
-            self._fan_out(frame)  # before adding: the joiner is not told about itself
+            if member.user_id not in remote:  # already present elsewhere: nobody is told twice
+                self._fan_out(frame)  # before adding: the joiner is not told about itself
             entry = self.members[member.user_id] = (member.user_info, set())
+            tell_if_alive(self.app_actor, LocalMember(self.name, member.user_id, member.user_info, True))
         entry[1].add(socket_id)
         self.socket_users[socket_id] = member.user_id
         return True
@@ -255,8 +268,29 @@ class ChannelActor(SharedLoopActor):
             sockets.discard(socket_id)
             if not sockets:
                 del self.members[user_id]
-                self._fan_out(protocol.event_frame(self.name, "pusher_internal:member_removed", {"user_id": user_id}))
+                tell_if_alive(self.app_actor, LocalMember(self.name, user_id, None, False))
+                if user_id not in self.remote_users:  # still present on another node: not removed
+                    self._fan_out(protocol.event_frame(self.name, "pusher_internal:member_removed", {"user_id": user_id}))
         return True
+
+    def remote_changed(self, changes: Any) -> None:
+        """Users arrived on or left every other node: tell local subscribers what changed cluster-wide."""
+        remote = self.remote_users
+        for change in changes:
+            user_id = change.user_id
+            if change.present:
+                if user_id not in remote and user_id not in self.members:
+                    data = {"user_id": user_id, "user_info": change.user_info}
+                    self._fan_out(protocol.event_frame(self.name, "pusher_internal:member_added", data))
+                remote[user_id] = change.user_info
+            elif remote.pop(user_id, _ABSENT) is not _ABSENT and user_id not in self.members:
+                self._fan_out(protocol.event_frame(self.name, "pusher_internal:member_removed", {"user_id": user_id}))
+        self._report()
+
+    def _user_count(self) -> int:
+        if not self.remote_users:
+            return len(self.members)
+        return len(self.members.keys() | self.remote_users.keys())
 
     def _left(self) -> None:
         self._report()
@@ -264,7 +298,7 @@ class ChannelActor(SharedLoopActor):
         self._maybe_empty()
 
     def _report(self) -> None:
-        counts = ChannelCounts(self.name, self.actor_ref, len(self.offers), len(self.members))
+        counts = ChannelCounts(self.name, self.actor_ref, len(self.offers), self._user_count())
         tell_if_alive(self.app_actor, counts)
 
     def _maybe_empty(self) -> None:
@@ -281,20 +315,22 @@ class ChannelActor(SharedLoopActor):
         """``subscription_count``, and ``user_count`` for presence channels."""
         out: dict[str, Any] = {"subscription_count": len(self.offers)}
         if self.presence:
-            out["user_count"] = len(self.members)
+            out["user_count"] = self._user_count()
         return out
 
     def user_ids(self) -> list[str]:
-        """The ids of the users present (presence channels)."""
-        return list(self.members)
+        """The ids of the users present, on every node (presence channels)."""
+        return list(self.members.keys() | self.remote_users.keys())
 
     # --- helpers -----------------------------------------------------------------
 
     def _succeeded_frame(self) -> bytes:
         if not self.presence:
             return self._succeeded
-        ids = list(self.members)
-        data = {"presence": {"ids": ids, "hash": {uid: info for uid, (info, _) in self.members.items()}, "count": len(ids)}}
+        members = dict(self.remote_users)  # the whole cluster's members, local ones last (theirs win)
+        members.update((uid, info) for uid, (info, _) in self.members.items())
+        ids = list(members)
+        data = {"presence": {"ids": ids, "hash": members, "count": len(ids)}}
         return protocol.event_frame(self.name, "pusher_internal:subscription_succeeded", data)
 
     def _send(self, offer: Any, frame: bytes) -> None:

@@ -1,44 +1,66 @@
 """The node side of the HTTP API: answers ``transport.http_api.Backend``.
 
 Runs in the HTTP request's greenlet on the node's hub, at the edge of the
-actor system, so it may ``ask`` (always with a timeout): the app actor for
-its channel table and the counts it keeps, a channel actor for its members.
+actor system, so it may wait (always bounded): for the app actor, which keeps
+every channel's counts and the cluster's presence replicas, and, on a
+cluster, for the other nodes' share of the subscription counts
+(``Cluster.request``, bounded by its timeout).
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+import gevent
 from pykka import ActorDeadError, Timeout
 
+from transport import names, protocol
 from transport.config import App
 from transport.errors import HttpError
 
-from .messages import Publish
+from .bus import BusDown
 from .runtime import proxy_of
 
 __all__ = ["NodeBackend"]
 
+log = logging.getLogger(__name__)
+
 ASK_TIMEOUT = 5.0
+BUS_ACK_TIMEOUT = 2.0  # a trigger is answered once the bus took its event (or gave up)
 
 
 class NodeBackend:
-    """Implements the HTTP API's backend over a node's app actors."""
+    """Implements the HTTP API's backend over a node's app actors and its cluster."""
 
-    def __init__(self, app_actors: dict[str, Any], adapter: Any) -> None:
+    def __init__(self, app_actors: dict[str, Any], publish: Callable[..., Any], cluster: Any) -> None:
         self.app_actors = app_actors
-        self.adapter = adapter
+        self.publish = publish  # Node._publish: deliver here, hand to the bus
+        self.cluster = cluster
         #: False once the node drains: a trigger is then refused (503), never
         #: answered 200 for an event the shutdown would drop.
         self.accepting = True
+        self._last_bus_warning = 0.0
 
     def trigger(self, app: App, channels: Sequence[str], event: str, data: str, socket_id: str | None) -> None:
-        # The same path as Node.broadcast: through the adapter to the app
-        # actor, which encodes once per channel.
         if not self.accepting or app.id not in self.app_actors:
             raise HttpError(503, "Server is shutting down; try another node")
-        self.adapter.publish(app.id, Publish(tuple(channels), event, data, socket_id, time.monotonic()))
+        # Encoded once per channel here, for this node and every other one.
+        frames = tuple((channel, protocol.event_frame(channel, event, data)) for channel in channels)
+        handed = self.publish(app.id, frames, socket_id)
+        if handed is None:
+            return
+        # Answered only once the event is on the bus: one publisher's events
+        # then keep their order even when its calls reach different nodes.
+        try:
+            handed.get(timeout=BUS_ACK_TIMEOUT)
+        except (BusDown, gevent.Timeout) as exc:
+            # Delivered here; the other nodes miss it (at most once, as Pusher).
+            now = time.monotonic()
+            if now - self._last_bus_warning >= 10:
+                log.warning("cluster bus did not take a trigger (%r): delivered on this node only", exc)
+                self._last_bus_warning = now
 
     def _call(self, ref: Any, method: str, *args: Any) -> Any:
         try:
@@ -57,28 +79,43 @@ class NodeBackend:
     def channel_info(self, app: App, channel: str) -> dict[str, int] | None:
         # The app actor keeps every channel's counts as the channels report
         # them: one question to one actor, whatever the number of channels.
-        counts = self._call(self._app(app), "channel_info", channel)
-        return None if counts is None else _info(channel, counts)
+        ref = self._app(app)
+        counts = self._call(ref, "channel_info", channel)
+        subscriptions = counts[0] if counts is not None else 0
+        for answer in self.cluster.request(app.id, "channel", {"channel": channel}):
+            if isinstance(answer, int):
+                subscriptions += answer
+        if not subscriptions:
+            return None
+        info = {"subscription_count": subscriptions}
+        if _is_presence(channel):
+            info["user_count"] = len(self._call(ref, "presence_users", channel))
+        return info
 
     def channels(self, app: App) -> dict[str, dict[str, int]]:
-        infos = self._call(self._app(app), "channels_info")
-        return {name: _info(name, counts) for name, counts in infos.items()}
+        ref = self._app(app)
+        subscriptions = {name: counts[0] for name, counts in self._call(ref, "channels_info").items()}
+        for answer in self.cluster.request(app.id, "channels", {}):
+            if isinstance(answer, dict):
+                for name, count in answer.items():
+                    if isinstance(count, int):
+                        subscriptions[name] = subscriptions.get(name, 0) + count
+        users = self._call(ref, "presence_user_counts") if any(map(_is_presence, subscriptions)) else {}
+        out = {}
+        for name, count in subscriptions.items():
+            info = {"subscription_count": count}
+            if _is_presence(name):
+                info["user_count"] = users.get(name, 0)
+            out[name] = info
+        return out
 
     def users(self, app: App, channel: str) -> list[str]:
-        ref = self._call(self._app(app), "channel_ref", channel)
-        if ref is None:
-            return []
-        try:
-            return self._call(ref, "user_ids")
-        except HttpError:
-            return []  # retired between the two questions: it is empty
+        # From the presence replicas: every node's members, no round trip.
+        return self._call(self._app(app), "presence_users", channel)
 
     def terminate_user(self, app: App, user_id: str) -> None:
         self._call(self._app(app), "terminate_user", user_id)
 
 
-def _info(channel: str, counts: tuple[int, int]) -> dict[str, int]:
-    subscriptions, users = counts
-    if channel.startswith("presence-"):
-        return {"subscription_count": subscriptions, "user_count": users}
-    return {"subscription_count": subscriptions}
+def _is_presence(channel: str) -> bool:
+    return names.channel_kind(channel) is names.ChannelKind.PRESENCE

@@ -6,6 +6,14 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 __all__ = [
+    "TerminateUser",
+    "RemoteSync",
+    "RemotePublish",
+    "RemoteMember",
+    "RemoteChanges",
+    "PublishFrames",
+    "NodeGone",
+    "LocalMember",
     "Barrier",
     "Broadcast",
     "ChannelCounts",
@@ -45,6 +53,64 @@ class Publish(NamedTuple):
     except_socket_id: str | None
     started: float  # monotonic time of the broadcast call, for the fan-out histogram
     user_id: str | None = None
+
+
+class PublishFrames(NamedTuple):
+    """A publish already encoded at the edge: one finished frame per channel.
+
+    The edge (``Node.broadcast``, the HTTP API) encodes once per channel for
+    the whole cluster: the same JSON goes to the bus and, framed, to the
+    local channels.
+    """
+
+    frames: tuple[tuple[str, bytes], ...]  # (channel, WebSocket frame)
+    except_socket_id: str | None
+    started: float  # monotonic time of the call on this node, for the fan-out histogram
+
+
+class RemotePublish(NamedTuple):
+    """A publish from another node: (channel, event JSON text) pairs."""
+
+    frames: tuple[tuple[str, str], ...]
+    except_socket_id: str | None
+
+
+class RemoteMember(NamedTuple):
+    """Another node's presence change: a user's first socket joined, or its last left."""
+
+    node: str
+    channel: str
+    user_id: str
+    user_info: Any
+    joined: bool
+
+
+class RemoteSync(NamedTuple):
+    """Another node's whole presence state for this app: {channel: {user_id: user_info}}."""
+
+    node: str
+    members: dict[str, dict[str, Any]]
+
+
+class NodeGone(NamedTuple):
+    """A node stopped or went silent: forget its members."""
+
+    node: str
+
+
+class TerminateUser(NamedTuple):
+    """Close this node's connections of a signed-in user (asked by another node)."""
+
+    user_id: str
+
+
+class LocalMember(NamedTuple):
+    """To the app actor: a user's first local socket joined a presence channel, or its last left."""
+
+    channel: str
+    user_id: str
+    user_info: Any
+    joined: bool
 
 
 class Join(NamedTuple):
@@ -138,6 +204,12 @@ class Broadcast(NamedTuple):
     except_socket_id: str | None
     broadcast_id: int
     started: float
+
+
+class RemoteChanges(NamedTuple):
+    """To a presence channel: users now present (or gone) on other nodes."""
+
+    changes: tuple[Any, ...]  # transport.presence.Change
 
 
 class Relay(NamedTuple):

@@ -14,27 +14,32 @@ method here is safe to call from any thread.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import random
 import time
 from typing import Any, Iterable
 
 from prometheus_client import CollectorRegistry
 from pykka import ActorDeadError, Timeout
 
+from transport import cluster as wire
 from transport import names, protocol, text
+from transport.frames import text_of_frame
 from transport.config import App, AppTable, ServerLimits
 from transport.errors import ActorcastError
 from transport.metrics_endpoint import make_metrics_server
 from transport.routes import NodeRoutes
 from transport.server import HttpServer
 
-from .adapter import LocalAdapter
+from .adapter import make_adapter
+from .cluster import Cluster
 from .app import AppActor
 from .connection import ActorSession, ConnectionActor
 from .http_backend import NodeBackend
-from .messages import Barrier, Publish
+from .messages import Barrier, PublishFrames
 from .metrics import MetricsActor
-from .runtime import HubThread, proxy_of, sleep
+from .runtime import HubThread, proxy_of, sleep, tell_if_alive
 
 __all__ = ["Node"]
 
@@ -53,6 +58,11 @@ class Node:
         metrics_host: str | None = None,
         metrics_flush_interval: float = 0.5,
         limits: ServerLimits | None = None,
+        adapter: Any = None,
+        *,
+        reuse_port: bool = False,
+        heartbeat_interval: float = 2.0,
+        request_timeout: float = 0.5,
     ) -> None:
         self.apps = AppTable(list(apps) if apps is not None else [App()])
         self.limits = limits or ServerLimits()
@@ -69,7 +79,16 @@ class Node:
         self._metrics_server: HttpServer | None = None
         self._metrics: Any = None
         self._app_actors: dict[str, Any] = {}
-        self.adapter: Any = LocalAdapter(self._app_actors)
+        self.adapter = make_adapter(adapter)
+        self.reuse_port = reuse_port  # SO_REUSEPORT: worker processes sharing one port
+        # One random number names this node: the origin of its cluster
+        # messages and the first half of its socket ids, so socket ids are
+        # unique across workers and nodes (exclusion by socket_id relies on it).
+        self._tag = random.SystemRandom().randrange(1, 1 << 31)
+        self.node_id = str(self._tag)
+        self._socket_numbers = itertools.count(random.SystemRandom().randrange(1, 1 << 30))
+        self.cluster = Cluster(self.node_id, self.adapter, self._app_actors, self._call_in_hub,
+                               heartbeat_interval=heartbeat_interval, request_timeout=request_timeout)
         self.running = False
 
     # --- lifecycle -------------------------------------------------------------
@@ -86,12 +105,12 @@ class Node:
 
     def _start_in_hub(self) -> None:
         self._metrics = MetricsActor.start(self.registry, self.metrics_flush_interval)
-        self.adapter.start()
         for app in self.apps:
-            self._app_actors[app.id] = AppActor.start(app, self._metrics, supervisor=self._app_actor_died)
-        self._backend = NodeBackend(self._app_actors, self.adapter)
+            self._app_actors[app.id] = AppActor.start(app, self._metrics, self._app_actor_died, self.cluster)
+        self.cluster.start()
+        self._backend = NodeBackend(self._app_actors, self._publish, self.cluster)
         self._routes = NodeRoutes(self.apps, self._connect, self._backend)
-        self._server = HttpServer((self.host, self.port), self._routes, self.limits)
+        self._server = HttpServer((self.host, self.port), self._routes, self.limits, reuse_port=self.reuse_port)
         listening = False
         try:
             self._server.start()
@@ -152,7 +171,7 @@ class Node:
         for ref in self._app_actors.values():
             ref.stop(timeout=max(_left(deadline), 1.0))
         self._app_actors.clear()
-        self.adapter.stop()
+        self.cluster.stop()
         if self._metrics is not None:
             self._metrics.stop(timeout=5)
 
@@ -223,13 +242,29 @@ class Node:
             raise ActorcastError(f"event data is not JSON-serializable: {exc}") from exc
         if text.has_lone_surrogate(encoded):
             raise ActorcastError("event data holds a lone surrogate (e.g. '\\ud800'): it has no UTF-8 form")
-        message = Publish(channels, event, encoded, socket_id, time.monotonic())
-        self._hub.post(self.adapter.publish, app.id, message)
+        frames = tuple((channel, protocol.event_frame(channel, event, encoded)) for channel in channels)
+        self._hub.post(self._publish, app.id, frames, socket_id)
+
+    def _call_in_hub(self, func: Any, *args: Any) -> None:
+        # Always through the loop, even from the hub itself: a bus delivery
+        # never runs inside the code that published it.
+        self._hub.hub.loop.run_callback_threadsafe(func, *args)
+
+    def _publish(self, app_id: str, frames: Any, socket_id: str | None) -> Any:
+        """Deliver here, then hand the same frames to the other nodes; the bus's result (on the hub)."""
+        ref = self._app_actors.get(app_id)
+        if ref is not None:
+            tell_if_alive(ref, PublishFrames(frames, socket_id, time.monotonic()))
+        if self.cluster.solo:
+            return None
+        events = tuple((channel, text_of_frame(frame)) for channel, frame in frames)
+        return self.cluster.send(wire.Publish(self.node_id, app_id, events, socket_id))
 
     # --- glue and queries ------------------------------------------------------
 
     def _connect(self, app: App, writer: Any) -> ActorSession:
-        ref = ConnectionActor.start(app, writer, self._app_actors[app.id], self._metrics)
+        socket_id = f"{self._tag}.{next(self._socket_numbers)}"
+        ref = ConnectionActor.start(app, writer, self._app_actors[app.id], self._metrics, socket_id)
         return ActorSession(ref)
 
     def _app_actor_died(self, app_id: str, reason: str) -> None:
@@ -240,7 +275,8 @@ class Node:
             log.error("app actor %s died during shutdown: %s", app_id, reason)
             return
         log.error("app actor %s died: %s; restarted, its clients were told to reconnect (4200)", app_id, reason)
-        self._app_actors[app_id] = AppActor.start(self.apps.by_id(app_id), self._metrics, supervisor=self._app_actor_died)
+        self._app_actors[app_id] = AppActor.start(self.apps.by_id(app_id), self._metrics, self._app_actor_died,
+                                                  self.cluster)
 
     def _flush_metrics(self) -> None:
         try:

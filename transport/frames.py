@@ -30,6 +30,7 @@ __all__ = [
     "encode_frame",
     "parse_close_payload",
     "text_frame",
+    "text_of_frame",
 ]
 
 OP_CONT, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
@@ -59,6 +60,13 @@ def text_frame(text: str | bytes) -> bytes:
     if isinstance(text, str):
         text = text.encode("utf-8")
     return encode_frame(OP_TEXT, text)
+
+
+def text_of_frame(frame: bytes) -> str:
+    """The text a server frame made by :func:`text_frame` carries (its header stripped)."""
+    length = frame[1] & 0x7F
+    start = 2 if length < 126 else 4 if length == 126 else 10
+    return frame[start:].decode("utf-8")
 
 
 def close_frame(code: int, reason: str = "") -> bytes:

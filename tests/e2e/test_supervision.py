@@ -198,14 +198,14 @@ def test_a_connection_actor_that_dies_while_starting_closes_with_1011_and_the_ne
 def test_a_dead_app_actor_closes_its_clients_with_4200_and_the_node_starts_a_fresh_one(
     make_node, open_client, monkeypatch, error_log, wait_until
 ):
-    original = AppActor.publish
+    original = AppActor.publish_frames
 
-    def publish(self, message):
-        if message.event == "kill-app":
+    def publish_frames(self, frames, except_socket_id, started):
+        if any(b'"kill-app"' in frame for _, frame in frames):
             raise PlantedBug("planted in publish")
-        return original(self, message)
+        return original(self, frames, except_socket_id, started)
 
-    monkeypatch.setattr(AppActor, "publish", publish)
+    monkeypatch.setattr(AppActor, "publish_frames", publish_frames)
     node = make_node(App(), App(id="2", key="key-2", secret="secret-2"))
     sdk = pusher.Pusher(app_id="1", key="app-key", secret="app-secret", host="127.0.0.1", port=node.port,
                         ssl=False, timeout=TIMEOUT)

@@ -1,0 +1,243 @@
+"""This node's place in a cluster: its id, the live-node table, the bus traffic.
+
+Phoenix Tracker's shape: each node owns its local state and replicates its
+changes to the others; every node answers from its replica; heartbeats decide
+who is alive. :class:`Cluster` is the node side of ``actors.bus``: it encodes
+and decodes ``transport.cluster`` messages, hands what arrives to the app
+actors (publishes, presence changes, sign-outs), answers the others'
+questions, and asks its own (``request``) with a bounded wait.
+
+Everything here runs on the node's hub thread (bus arrivals are posted to
+it), so its small tables (live nodes, pending requests) have one owner and
+need no lock. A node alone (``NoBus``) is "solo": nothing is encoded, sent
+or waited for.
+
+Node death: a node silent for ``DEAD_AFTER`` heartbeat intervals is dead.
+Every survivor drops its members from its replica (its own clients get
+``member_removed`` once per user gone); :meth:`is_leader` names one survivor
+(the lowest id) for work that must happen exactly once cluster-wide.
+A node that does not hear even its own heartbeat for as long asks its bus
+to reconnect (a half-open connection).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from typing import Any, Callable
+
+import gevent
+import gevent.event
+
+from transport import cluster as wire
+from transport.errors import ProtocolError
+
+from .bus import Bus, BusDown, NoBus, describe
+from .messages import NodeGone, RemoteMember, RemotePublish, RemoteSync, TerminateUser
+from .runtime import call_later, proxy_of, tell_if_alive
+
+__all__ = ["Cluster", "DEAD_AFTER"]
+
+log = logging.getLogger(__name__)
+
+DEAD_AFTER = 3  # heartbeat intervals of silence after which a node is dead
+
+
+class Cluster:
+    """The bus side of one node (see the module docstring)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        bus: Bus | None,
+        app_actors: dict[str, Any],
+        call_in_hub: Callable[..., None],
+        *,
+        heartbeat_interval: float = 2.0,
+        request_timeout: float = 0.5,
+    ) -> None:
+        self.node_id = node_id
+        self.bus: Bus = bus if bus is not None else NoBus()
+        self.solo = isinstance(self.bus, NoBus)
+        self.app_actors = app_actors
+        self.call_in_hub = call_in_hub
+        self.heartbeat_interval = heartbeat_interval
+        self.request_timeout = request_timeout
+        self.peers: dict[str, float] = {}  # node id -> monotonic time last heard
+        self._heard_self = 0.0
+        self._seq = itertools.count()
+        self._requests: dict[str, tuple[set[str], dict[str, Any], gevent.event.Event]] = {}
+        self._request_ids = itertools.count()
+        self._timer: Any = None
+        self._running = False
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Join the bus (on the hub): heartbeats start, the others are asked for their presence."""
+        if self.solo:
+            return
+        self._running = True
+        self._heard_self = time.monotonic()
+        self.bus.start(self._deliver, self.call_in_hub)
+        self.send(wire.SyncRequest(self.node_id))
+        self._beat()
+
+    def stop(self) -> None:
+        """Say goodbye (the others drop our members at once) and leave the bus."""
+        if self.solo or not self._running:
+            return
+        self._running = False
+        if self._timer is not None:
+            self._timer.kill(block=False)
+        self.send(wire.Bye(self.node_id))
+        self.bus.stop()
+
+    @property
+    def connected(self) -> bool:
+        """True while the bus carries messages (always, for a node alone)."""
+        return self.solo or bool(self.bus.connected)
+
+    def live_nodes(self) -> list[str]:
+        """Every node believed alive, this one included."""
+        return sorted({self.node_id, *self.peers})
+
+    def is_leader(self) -> bool:
+        """True on exactly one live node (the lowest id): for once-per-cluster work."""
+        return self.live_nodes()[0] == self.node_id
+
+    # --- sending -------------------------------------------------------------------------
+
+    def send(self, message: Any) -> gevent.event.AsyncResult:
+        """Put ``message`` on the bus; the result is set once the bus took it (BusDown if not)."""
+        if self.solo:
+            done = gevent.event.AsyncResult()
+            done.set(True)
+            return done
+        return self.bus.publish(wire.encode(message))
+
+    def request(self, app_id: str, query: str, params: dict[str, Any]) -> list[Any]:
+        """Ask every other live node; their answers within ``request_timeout`` (blocks this greenlet).
+
+        The expected answers come from the live-node table, so a dead or
+        slow node costs at most the timeout, never a hang.
+        """
+        waiting = set(self.peers)
+        if self.solo or not waiting:
+            return []
+        request_id = f"{self.node_id}:{next(self._request_ids)}"
+        answers: dict[str, Any] = {}
+        done = gevent.event.Event()
+        self._requests[request_id] = (waiting, answers, done)
+        try:
+            try:
+                self.send(wire.Request(self.node_id, request_id, app_id, query, params)).get(timeout=self.request_timeout)
+            except (BusDown, gevent.Timeout):
+                return []
+            done.wait(self.request_timeout)
+        finally:
+            del self._requests[request_id]
+        return list(answers.values())
+
+    # --- arrivals (on the hub) -----------------------------------------------------------
+
+    def _deliver(self, data: bytes) -> None:
+        try:
+            message = wire.decode(data)
+        except ProtocolError as exc:
+            log.warning("dropped a malformed cluster message: %s", exc.message)
+            return
+        origin = message.origin
+        now = time.monotonic()
+        if origin == self.node_id:
+            self._heard_self = now
+            return  # our own, delivered locally already
+        kind = type(message)
+        if kind is wire.Bye:
+            self._drop(origin, "stopped")
+            return
+        if origin not in self.peers:
+            log.info("node %s joined the cluster (%s)", origin, describe(self.bus))
+        self.peers[origin] = now
+        if kind is wire.Publish:
+            self._to_app(message.app_id, RemotePublish(message.frames, message.except_socket_id))
+        elif kind is wire.Member:
+            self._to_app(message.app_id, RemoteMember(origin, message.channel, message.user_id, message.user_info,
+                                                      message.joined))
+        elif kind is wire.Sync:
+            if message.target in ("", self.node_id):
+                self._to_app(message.app_id, RemoteSync(origin, message.members))
+        elif kind is wire.SyncRequest:
+            gevent.spawn(self._answer_sync, origin)
+        elif kind is wire.TerminateUser:
+            self._to_app(message.app_id, TerminateUser(message.user_id))
+        elif kind is wire.Request:
+            gevent.spawn(self._answer, message)
+        elif kind is wire.Answer:
+            self._collect(message)
+
+    def _to_app(self, app_id: str, message: Any) -> None:
+        ref = self.app_actors.get(app_id)
+        if ref is not None:
+            tell_if_alive(ref, message)
+
+    def _answer_sync(self, target: str) -> None:
+        for app_id, ref in list(self.app_actors.items()):
+            try:
+                members = proxy_of(ref).local_presence().get(timeout=5)
+            except Exception as exc:  # noqa: BLE001 - a dead or restarting app actor: that app sends nothing
+                log.debug("no presence sync for app %s: %r", app_id, exc)
+                continue
+            self.send(wire.Sync(self.node_id, target, app_id, members))
+
+    def _answer(self, message: wire.Request) -> None:
+        ref = self.app_actors.get(message.app_id)
+        if ref is None:
+            return
+        try:
+            value = proxy_of(ref).answer(message.query, message.params).get(timeout=self.request_timeout)
+        except Exception as exc:  # noqa: BLE001 - the asker times out on us; say why here
+            log.debug("could not answer %s: %r", message.query, exc)
+            return
+        self.send(wire.Answer(self.node_id, message.origin, message.request_id, value))
+
+    def _collect(self, message: wire.Answer) -> None:
+        if message.target != self.node_id:
+            return
+        pending = self._requests.get(message.request_id)
+        if pending is None:
+            return  # too late: the asker gave up on us
+        waiting, answers, done = pending
+        answers[message.origin] = message.value
+        waiting.discard(message.origin)
+        if not waiting:
+            done.set()
+
+    # --- liveness --------------------------------------------------------------------------
+
+    def _beat(self) -> None:
+        if not self._running:
+            return
+        now = time.monotonic()
+        limit = DEAD_AFTER * self.heartbeat_interval
+        for node, seen in list(self.peers.items()):
+            if now - seen > limit:
+                self._drop(node, f"silent for {now - seen:.1f} s")
+        if now - self._heard_self > limit and hasattr(self.bus, "reconnect"):
+            log.warning("not even our own heartbeat came back for %.1f s: reconnecting the bus", now - self._heard_self)
+            self._heard_self = now
+            self.bus.reconnect()
+        self.send(wire.Heartbeat(self.node_id, next(self._seq)))
+        self._timer = call_later(self.heartbeat_interval, self._beat)
+
+    def _drop(self, node: str, why: str) -> None:
+        if self.peers.pop(node, None) is None:
+            return
+        log.warning("node %s left the cluster (%s); its members are removed", node, why)
+        for waiting, answers, done in self._requests.values():
+            waiting.discard(node)
+            if not waiting:
+                done.set()
+        for ref in list(self.app_actors.values()):
+            tell_if_alive(ref, NodeGone(node))
