@@ -88,6 +88,9 @@ class ChannelActor(SharedLoopActor):
     shared loop (:meth:`run_next`) instead of blocking it.
     """
 
+    # Leaves after a mass disconnect wait behind live work (order within the channel is kept).
+    background_messages = SharedLoopActor.background_messages | {Leave, LeaveMany}
+
     fanout_slice = 4096  # subscribers served per turn of the hub (see broadcast)
 
     def __init__(
@@ -293,9 +296,11 @@ class ChannelActor(SharedLoopActor):
         return len(self.members.keys() | self.remote_users.keys())
 
     def _left(self) -> None:
-        self._report()
-        self._count_changed()
-        self._maybe_empty()
+        if self.offers or self.cached is not None:
+            self._report()
+            self._count_changed()
+        else:
+            self._maybe_empty()  # "empty" says the counts too: one message, not two
 
     def _report(self) -> None:
         counts = ChannelCounts(self.name, self.actor_ref, len(self.offers), self._user_count())

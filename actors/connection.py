@@ -32,7 +32,6 @@ from .messages import (
     Join,
     JoinRefused,
     Leave,
-    LeaveAll,
     Received,
     Relay,
     Sent,
@@ -57,6 +56,9 @@ class ConnectionActor(SharedLoopActor):
     A :class:`~actors.shared_loop.SharedLoopActor`: an idle connection holds no
     greenlet, and its handlers never block (they only ``tell``).
     """
+
+    # A dropped socket's goodbye waits behind live clients' work (shared_loop).
+    background_messages = SharedLoopActor.background_messages | {Disconnected}
 
     def __init__(self, app: Any, writer: Any, app_actor: Any, metrics: Any, socket_id: str | None = None) -> None:
         super().__init__()
@@ -89,11 +91,11 @@ class ConnectionActor(SharedLoopActor):
         self._cleanup(protocol.error_frame(INTERNAL_ERROR, message) + close_frame(INTERNAL_ERROR, message), reason)
 
     def _cleanup(self, final: bytes = b"", reason: str | None = None) -> None:
-        if self.channels:
-            tell_if_alive(self.app_actor, LeaveAll(tuple(self.channels), self.socket_id))
-            self.channels.clear()
+        # One message for the whole goodbye (its leaves included): when
+        # 15,000 clients drop at once, the app actor's inbox is the queue.
+        joined, self.channels = tuple(self.channels), {}
         self.writer.close(final)
-        if not tell_if_alive(self.app_actor, ConnectionGone(self.socket_id, reason)) and reason is not None:
+        if not tell_if_alive(self.app_actor, ConnectionGone(self.socket_id, reason, joined)) and reason is not None:
             log.error("connection actor %s of app %s died: %s; closed with 1011", self.socket_id, self.app.id, reason)
         tell_if_alive(self.metrics, Counted(self.app.id, "closed", 1))
 

@@ -169,6 +169,7 @@ class ConnectionGone(NamedTuple):
 
     socket_id: str
     reason: str | None = None
+    channels: tuple[str, ...] = ()  # the channels it had joined: left with this one message
 
 
 class SignedIn(NamedTuple):

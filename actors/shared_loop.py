@@ -35,6 +35,7 @@ from typing import Any
 import gevent
 from pykka import ActorDeadError
 from pykka._envelope import Envelope
+from pykka.messages import _ActorStop
 
 from .runtime import GeventActor, yield_to_io
 
@@ -45,39 +46,51 @@ log = logging.getLogger(__name__)
 SLICE_MESSAGES = 256  # messages the shared loop runs before it yields to the hub
 SLICE_SECONDS = 0.005  # ... or this much time, whichever comes first
 _PER_TURN = 16  # messages of one actor before the next ready actor gets its turn
+BACKGROUND_EVERY = 8  # one turn in this many goes to cleanup even while others wait
 
 _START = object()  # the first envelope of every actor: run on_start on the loop
+_IDLE, _BACKGROUND, _READY = 0, 1, 2  # where an actor waits on the shared loop
 
 
 class _SharedLoop:
     """The ready actors of one hub and the greenlet that runs them."""
 
-    __slots__ = ("ready", "runner", "yield_now", "__weakref__")
+    __slots__ = ("background", "ready", "runner", "yield_now", "__weakref__")
 
     def __init__(self) -> None:
         self.ready: deque[SharedLoopActor] = deque()
+        # Actors woken only by cleanup (a socket gone, a channel leave, a
+        # stop): served when nothing else waits, and every BACKGROUND_EVERY
+        # turns anyway, so 15,000 goodbyes never stand between a new
+        # client and its connection_established.
+        self.background: deque[SharedLoopActor] = deque()
         self.runner: gevent.Greenlet | None = None
         self.yield_now = False  # set by an actor that split its work (run_next): let the hub in first
 
-    def wake(self, actor: SharedLoopActor) -> None:
-        self.ready.append(actor)
+    def wake(self, actor: SharedLoopActor, background: bool = False) -> None:
+        (self.background if background else self.ready).append(actor)
         if self.runner is None:
             self.runner = gevent.spawn(self._run)
 
     def _run(self) -> None:
-        ready = self.ready
+        ready, background = self.ready, self.background
         handled = 0
+        turns = 0
         slice_start = time.perf_counter()
         try:
-            while ready:
-                handled += ready.popleft()._run_turn()
+            while ready or background:
+                turns += 1
+                if background and (not ready or turns % BACKGROUND_EVERY == 0):
+                    handled += background.popleft()._run_turn(background)
+                else:
+                    handled += ready.popleft()._run_turn(ready)
                 if self.yield_now or handled >= SLICE_MESSAGES or time.perf_counter() - slice_start >= SLICE_SECONDS:
                     self.yield_now = False
                     yield_to_io()  # let sockets, timers and other greenlets in
                     handled, slice_start = 0, time.perf_counter()
         finally:
             self.runner = None
-            if ready:  # left by an exception that ended this greenlet: keep the others going
+            if ready or background:  # left by an exception that ended this greenlet: keep the others going
                 self.runner = gevent.spawn(self._run)
 
 
@@ -100,16 +113,22 @@ class _Inbox:
     def __init__(self) -> None:
         self.actor: SharedLoopActor | None = None  # set by the actor right after creation
         self.queue: deque[Envelope[Any]] | None = None
-        self.scheduled = False
+        self.scheduled = _IDLE
 
     def put(self, envelope: Envelope[Any], /) -> None:
         if self.queue is None:
             self.queue = deque()
         self.queue.append(envelope)
-        if not self.scheduled:
-            self.scheduled = True
-            actor = self.actor
-            actor._loop.wake(actor)  # noqa: SLF001 - the inbox and its actor are one unit
+        actor = self.actor
+        if type(envelope.message) in actor.background_messages:
+            if self.scheduled == _IDLE:
+                self.scheduled = _BACKGROUND
+                actor._loop.wake(actor, True)  # noqa: SLF001 - the inbox and its actor are one unit
+        elif self.scheduled != _READY:
+            # Also when waiting in the background lane: its queue is one, so
+            # this turn runs the cleanup ahead of it too, in order.
+            self.scheduled = _READY
+            actor._loop.wake(actor)  # noqa: SLF001
 
     def get(self) -> Envelope[Any]:
         if not self.queue:
@@ -129,6 +148,9 @@ class _Inbox:
 
 class SharedLoopActor(GeventActor):
     """A Pykka actor whose messages run on its hub's shared loop (see the module doc)."""
+
+    #: Message types that only clean up; they wait in the loop's background lane.
+    background_messages: frozenset[type] = frozenset({_ActorStop})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -165,10 +187,12 @@ class SharedLoopActor(GeventActor):
 
     # --- the loop's side ---------------------------------------------------------------
 
-    def _run_turn(self) -> int:
-        """Run up to a turn's worth of messages; requeue if more wait. Returns how many ran."""
+    def _run_turn(self, lane: deque[SharedLoopActor]) -> int:
+        """Run up to a turn's worth of messages; requeue in ``lane`` if more wait. Returns how many ran."""
         inbox = self.actor_inbox
         queue = inbox.queue
+        if not queue:
+            return 0  # an entry left in the other lane after a turn in this one already ran it all
         ran = 0
         stopped = self.actor_stopped
         self._turn_ends = False
@@ -186,10 +210,10 @@ class SharedLoopActor(GeventActor):
         if stopped.is_set():
             self._refuse_pending()
         elif queue:
-            self._loop.ready.append(self)  # more waiting: back of the line, others go first
+            lane.append(self)  # more waiting: back of the line, others go first
             return ran
         inbox.queue = None  # idle: hold no queue
-        inbox.scheduled = False
+        inbox.scheduled = _IDLE
         return ran
 
     def _handle_envelope(self, envelope: Envelope[Any]) -> None:

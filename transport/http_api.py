@@ -298,10 +298,18 @@ def _list_channels(app: App, query: Mapping[str, str], backend: Backend) -> Resp
     wanted = _info_attributes(query)
     if "user_count" in wanted and not prefix.startswith("presence-"):
         raise HttpError(400, "info=user_count needs filter_by_prefix=presence-")
-    out: dict[str, Any] = {}
-    for channel, info in sorted(backend.channels(app).items()):
-        if channel.startswith(prefix) and not channel.startswith(names.SERVER_TO_USER_PREFIX):
-            out[channel] = {attr: info.get(attr, 0) for attr in wanted}
+    infos = backend.channels(app)
+    # Written for 10,000 channels: one pass, no per-channel work that is not needed.
+    # ("#" starts only the reserved #server-to-user- channels: no channel name may hold it.)
+    listed = [c for c in infos if c.startswith(prefix) and not c.startswith("#")]
+    listed.sort()
+    if not wanted:
+        out: dict[str, Any] = dict.fromkeys(listed, {})  # one shared {}: encoded at once, never changed
+    elif len(wanted) == 1:
+        (attr,) = wanted
+        out = {c: {attr: infos[c].get(attr, 0)} for c in listed}
+    else:
+        out = {c: {attr: infos[c].get(attr, 0) for attr in wanted} for c in listed}
     return Response(200, {"channels": out})
 
 
