@@ -15,6 +15,7 @@ setup(
         "gevent>=23.9",
         "ujson>=5.8",
         "prometheus-client>=0.17",
+        "redis>=5,<6",  # the Redis adapter (actors/redis_bus.py)
     ],
     extras_require={
         "test": ["pytest>=8", "websocket-client>=1.6", "pusher>=3.3"],
