@@ -71,6 +71,7 @@ class Cluster:
         self._request_ids = itertools.count()
         self._timer: Any = None
         self._running = False
+        self._synced = False  # presence exchanged since the bus last (re)connected
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -81,7 +82,6 @@ class Cluster:
         self._running = True
         self._heard_self = time.monotonic()
         self.bus.start(self._deliver, self.call_in_hub)
-        self.send(wire.SyncRequest(self.node_id))
         self._beat()
 
     def stop(self) -> None:
@@ -228,8 +228,18 @@ class Cluster:
             log.warning("not even our own heartbeat came back for %.1f s: reconnecting the bus", now - self._heard_self)
             self._heard_self = now
             self.bus.reconnect()
+        connected = bool(self.bus.connected)
+        if connected and not self._synced:
+            # Just (re)connected: whatever we missed, and whatever the others
+            # dropped of ours meanwhile, is exchanged again.
+            self._synced = True
+            self.send(wire.SyncRequest(self.node_id))
+            gevent.spawn(self._answer_sync, "")
+        elif not connected:
+            self._synced = False
         self.send(wire.Heartbeat(self.node_id, next(self._seq)))
-        self._timer = call_later(self.heartbeat_interval, self._beat)
+        # Until the bus is up, look again soon: the first sync should not wait a whole interval.
+        self._timer = call_later(self.heartbeat_interval if self._synced else 0.05, self._beat)
 
     def _drop(self, node: str, why: str) -> None:
         if self.peers.pop(node, None) is None:

@@ -33,6 +33,7 @@ from transport.routes import NodeRoutes
 from transport.server import HttpServer
 
 from .adapter import make_adapter
+from .bus import describe
 from .cluster import Cluster
 from .app import AppActor
 from .connection import ActorSession, ConnectionActor
@@ -44,6 +45,8 @@ from .runtime import HubThread, proxy_of, sleep, tell_if_alive
 __all__ = ["Node"]
 
 log = logging.getLogger(__name__)
+
+BUS_CONNECT_SECONDS = 5.0  # how long start() waits for a cluster bus to connect
 
 
 class Node:
@@ -99,6 +102,14 @@ class Node:
             raise ActorcastError("node already started")
         self._hub.start(self._start_in_hub)
         self.running = True
+        # On a cluster, wait (bounded) for the bus: what is published before
+        # it carries messages reaches no other node.
+        deadline = time.monotonic() + BUS_CONNECT_SECONDS
+        while not self.cluster.connected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not self.cluster.connected:
+            log.warning("the cluster bus (%s) is not connected yet; serving this node's clients meanwhile",
+                        describe(self.adapter))
         log.info("actorcast listening on ws://%s:%d/app/{key} (metrics on %s)", self.host, self.port,
                  f"http://{self.metrics_host}:{self.metrics_port}/metrics" if self.metrics_port is not None else "off")
         return self
