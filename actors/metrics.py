@@ -52,7 +52,12 @@ class MetricsActor(GeventActor):
         self._counters = {
             name: Counter(prom, text, ["app_id"], registry=self.registry) for name, (prom, text) in COUNTERS.items()
         }
-        self._connections = Gauge("actorcast_connections", "Open connections", ["app_id"], registry=self.registry)
+        # "livesum": under ``--workers N`` (prometheus-client's multiprocess
+        # mode) the one /metrics sums the live workers' gauges; a single
+        # process ignores the mode.
+        self._connections = Gauge(
+            "actorcast_connections", "Open connections", ["app_id"], registry=self.registry, multiprocess_mode="livesum"
+        )
         self._fanout = Histogram(
             "actorcast_broadcast_fanout_seconds",
             "Time from a broadcast call to the last channel actor finishing its fan-out",

@@ -44,6 +44,7 @@ class Member:
         self.hub = HubThread(name="bus-contract")
         self.received: list[bytes] = []
         self.arrived = threading.Condition()
+        self.stopped = False
         self.hub.start(lambda: None)
         self.hub.call(lambda: bus.start(self._deliver, lambda f, *a: self.hub.hub.loop.run_callback_threadsafe(f, *a)))
 
@@ -71,6 +72,9 @@ class Member:
             return list(self.received)
 
     def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
         self.hub.call(self.bus.stop, timeout=TIMEOUT)
         self.hub.stop()
 
