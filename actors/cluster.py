@@ -42,6 +42,8 @@ __all__ = ["Cluster", "DEAD_AFTER"]
 log = logging.getLogger(__name__)
 
 DEAD_AFTER = 3  # heartbeat intervals of silence after which a node is dead
+ADMIT_TIMEOUT = 1.0  # how long a connect waits for the cluster's yes or no
+RELEASE_BATCH_SECONDS = 0.05  # closes told to the others at most this often
 
 
 class Cluster:
@@ -56,6 +58,7 @@ class Cluster:
         *,
         heartbeat_interval: float = 2.0,
         request_timeout: float = 0.5,
+        apps: Any = None,
     ) -> None:
         self.node_id = node_id
         self.bus: Bus = bus if bus is not None else NoBus()
@@ -72,6 +75,14 @@ class Cluster:
         self._timer: Any = None
         self._running = False
         self._synced = False  # presence exchanged since the bus last (re)connected
+        # Connection quotas across the cluster: every node's admitted count per
+        # app, decided in the bus's one order (see admit), and this node's own.
+        self.apps = apps
+        self._counts: dict[str, dict[str, int]] = {}
+        self._mine: dict[str, int] = {}
+        self._tickets: dict[str, gevent.event.AsyncResult] = {}
+        self._releasing: dict[str, int] = {}
+        self._release_timer: Any = None
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -150,10 +161,14 @@ class Cluster:
             return
         origin = message.origin
         now = time.monotonic()
-        if origin == self.node_id:
+        kind = type(message)
+        if kind is wire.Admit or kind is wire.Release or kind is wire.Count:
+            self._quota_message(message)  # our own too: every node applies the stream in one order
+            if origin == self.node_id:
+                return
+        elif origin == self.node_id:
             self._heard_self = now
             return  # our own, delivered locally already
-        kind = type(message)
         if kind is wire.Bye:
             self._drop(origin, "stopped")
             return
@@ -170,6 +185,7 @@ class Cluster:
                 self._to_app(message.app_id, RemoteSync(origin, message.members))
         elif kind is wire.SyncRequest:
             gevent.spawn(self._answer_sync, origin)
+            self._send_counts()
         elif kind is wire.TerminateUser:
             self._to_app(message.app_id, TerminateUser(message.user_id))
         elif kind is wire.Request:
@@ -235,6 +251,7 @@ class Cluster:
             self._synced = True
             self.send(wire.SyncRequest(self.node_id))
             gevent.spawn(self._answer_sync, "")
+            self._send_counts()
         elif not connected:
             self._synced = False
         self.send(wire.Heartbeat(self.node_id, next(self._seq)))
@@ -249,5 +266,77 @@ class Cluster:
             waiting.discard(node)
             if not waiting:
                 done.set()
+        for counts in self._counts.values():
+            counts.pop(node, None)  # its connections stop counting against quotas
         for ref in list(self.app_actors.values()):
             tell_if_alive(ref, NodeGone(node))
+
+    # --- connection quotas ---------------------------------------------------------------
+    #
+    # Exact across the cluster without a lock or a leader: a node that wants to
+    # admit a connection puts an Admit on the bus and waits for it to come
+    # back. Every node sees the bus in the same order (one Redis channel, one
+    # relay) and applies the same rule at that point of the stream: admitted
+    # while the cluster's count is under the quota. Closes are Releases; a node
+    # that (re)joins tells its count; a dead node's count is dropped.
+
+    def admit(self, app: Any) -> bool:
+        """Admit one connection of ``app`` cluster-wide (blocks this greenlet, bounded)."""
+        ticket = f"{self.node_id}:{next(self._request_ids)}"
+        decided = gevent.event.AsyncResult()
+        self._tickets[ticket] = decided
+        try:
+            self.send(wire.Admit(self.node_id, app.id, ticket)).get(timeout=ADMIT_TIMEOUT)
+            return bool(decided.get(timeout=ADMIT_TIMEOUT))
+        except (BusDown, gevent.Timeout):
+            # The bus is down: decide from what we know, and keep count for
+            # when it is back (we tell our count on reconnecting).
+            counts = self._counts.setdefault(app.id, {})
+            if sum(counts.values()) >= app.max_connections:
+                return False
+            counts[self.node_id] = counts.get(self.node_id, 0) + 1
+            self._mine[app.id] = self._mine.get(app.id, 0) + 1
+            return True
+        finally:
+            self._tickets.pop(ticket, None)
+
+    def release(self, app_id: str) -> None:
+        """One admitted connection of ``app_id`` closed here (batched onto the bus)."""
+        self._mine[app_id] = max(self._mine.get(app_id, 0) - 1, 0)
+        self._releasing[app_id] = self._releasing.get(app_id, 0) + 1
+        if self._release_timer is None:
+            self._release_timer = call_later(RELEASE_BATCH_SECONDS, self._send_releases)
+
+    def _send_releases(self) -> None:
+        self._release_timer = None
+        releasing, self._releasing = self._releasing, {}
+        for app_id, count in releasing.items():
+            self.send(wire.Release(self.node_id, app_id, count))
+
+    def _send_counts(self) -> None:
+        for app_id, count in self._mine.items():
+            self.send(wire.Count(self.node_id, app_id, count))
+
+    def _quota_message(self, message: Any) -> None:
+        app = self.apps.by_id(message.app_id) if self.apps is not None else None
+        if app is None or app.max_connections is None:
+            return
+        counts = self._counts.setdefault(app.id, {})
+        origin = message.origin
+        kind = type(message)
+        if kind is wire.Count:
+            counts[origin] = message.seq
+        elif kind is wire.Release:
+            counts[origin] = max(counts.get(origin, 0) - message.seq, 0)
+        else:
+            admitted = sum(counts.values()) < app.max_connections
+            if admitted:
+                counts[origin] = counts.get(origin, 0) + 1
+            if origin == self.node_id:
+                if admitted:
+                    self._mine[app.id] = self._mine.get(app.id, 0) + 1
+                decided = self._tickets.get(message.request_id)
+                if decided is not None:
+                    decided.set(admitted)
+                elif admitted:
+                    self.release(app.id)  # the asker gave up waiting: give the place back

@@ -91,7 +91,8 @@ class Node:
         self.node_id = str(self._tag)
         self._socket_numbers = itertools.count(random.SystemRandom().randrange(1, 1 << 30))
         self.cluster = Cluster(self.node_id, self.adapter, self._app_actors, self._call_in_hub,
-                               heartbeat_interval=heartbeat_interval, request_timeout=request_timeout)
+                               heartbeat_interval=heartbeat_interval, request_timeout=request_timeout,
+                               apps=self.apps)
         self.running = False
 
     # --- lifecycle -------------------------------------------------------------
@@ -120,7 +121,8 @@ class Node:
             self._app_actors[app.id] = AppActor.start(app, self._metrics, self._app_actor_died, self.cluster)
         self.cluster.start()
         self._backend = NodeBackend(self._app_actors, self._publish, self.cluster)
-        self._routes = NodeRoutes(self.apps, self._connect, self._backend)
+        quota = None if self.cluster.solo else self.cluster
+        self._routes = NodeRoutes(self.apps, self._connect, self._backend, quota)
         self._server = HttpServer((self.host, self.port), self._routes, self.limits, reuse_port=self.reuse_port)
         listening = False
         try:

@@ -35,12 +35,15 @@ from .text import decode_utf8, has_lone_surrogate, has_unicode_escape, json_prob
 
 __all__ = [
     "KINDS",
+    "Admit",
     "Answer",
     "Bye",
     "ClusterMessage",
+    "Count",
     "Heartbeat",
     "Member",
     "Publish",
+    "Release",
     "Request",
     "Sync",
     "SyncRequest",
@@ -135,7 +138,38 @@ class Answer(NamedTuple):
     value: Any
 
 
-ClusterMessage = Union[Publish, Member, Heartbeat, Bye, SyncRequest, Sync, TerminateUser, Request, Answer]
+class Admit(NamedTuple):
+    """``origin`` asks to admit one connection of an app with a connection quota.
+
+    Every node sees the bus's messages in one order, so every node decides
+    the same way: admitted while the cluster's count is under the quota at
+    this point of the stream. ``request_id`` is the asker's ticket.
+    """
+
+    origin: str
+    app_id: str
+    request_id: str
+
+
+class Release(NamedTuple):
+    """``seq`` admitted connections of ``origin`` closed."""
+
+    origin: str
+    app_id: str
+    seq: int
+
+
+class Count(NamedTuple):
+    """``origin`` holds ``seq`` admitted connections of ``app_id`` (sent on (re)joining)."""
+
+    origin: str
+    app_id: str
+    seq: int
+
+
+ClusterMessage = Union[
+    Publish, Member, Heartbeat, Bye, SyncRequest, Sync, TerminateUser, Request, Answer, Admit, Release, Count
+]
 
 #: Kind name on the wire -> message class.
 KINDS: dict[str, type] = {
@@ -148,6 +182,9 @@ KINDS: dict[str, type] = {
     "term": TerminateUser,
     "req": Request,
     "ans": Answer,
+    "adm": Admit,
+    "rel": Release,
+    "cnt": Count,
 }
 
 _KIND_OF: dict[type, str] = {cls: kind for kind, cls in KINDS.items()}

@@ -13,7 +13,11 @@ import socket
 import time
 from typing import Any, Callable
 
+import gevent
+
+from . import protocol
 from .config import AppTable
+from .errors import ProtocolError
 from .http import Request
 from .http_api import Backend, handle_request
 from .server import Reply
@@ -27,10 +31,19 @@ _JSON = "application/json"
 class NodeRoutes:
     """The node's :class:`~transport.server.Router`."""
 
-    def __init__(self, apps: AppTable, connect: Callable[..., Any], backend: Backend | None = None) -> None:
+    def __init__(
+        self,
+        apps: AppTable,
+        connect: Callable[..., Any],
+        backend: Backend | None = None,
+        quota: Any = None,
+    ) -> None:
         self.apps = apps
         self.connect = connect
         self.backend = backend
+        # On a cluster, connection quotas are decided by every node together:
+        # quota.admit(app) -> bool (may wait, bounded), quota.release(app_id).
+        self.quota = quota
         # Adopted WebSocket connections not yet closed, per app id: the glue's
         # own bookkeeping, read synchronously for connection quotas.
         self.sockets_by_app: dict[str, int] = {}
@@ -51,6 +64,8 @@ class NodeRoutes:
     def closed(self, app: Any) -> None:
         """The WebSocket glue closed a socket of ``app``."""
         self.sockets_by_app[app.id] -= 1
+        if self.quota is not None and app.max_connections is not None:
+            self.quota.release(app.id)
 
     def handle(self, request: Request, body: bytes) -> Reply:
         path = request.path
@@ -64,4 +79,19 @@ class NodeRoutes:
         return Reply(404, f"Not found: {path}".encode("utf-8"))
 
     def upgrade(self, request: Request, sock: socket.socket, early: bytes) -> None:
+        if self.quota is not None:
+            app = self._app_of(request)
+            if app is not None and app.max_connections is not None and app.enabled:
+                gevent.spawn(self._upgrade_when_admitted, request, sock, early, app)  # a wait: not in a callback
+                return
         serve_websocket(sock, request.path, request.query, early, self.apps.by_key, self.connect, self)
+
+    def _upgrade_when_admitted(self, request: Request, sock: socket.socket, early: bytes, app: Any) -> None:
+        admitted = self.quota.admit(app)
+        serve_websocket(sock, request.path, request.query, early, self.apps.by_key, self.connect, self, admitted)
+
+    def _app_of(self, request: Request) -> Any:
+        try:
+            return self.apps.by_key(protocol.check_connect_request(request.path, request.query))
+        except ProtocolError:
+            return None  # serve_websocket says why

@@ -68,6 +68,7 @@ def serve_websocket(
     lookup_app: Callable[[str], Any],
     connect: Callable[[Any, SocketWriter], Session],
     sockets: Any = None,
+    admitted: bool | None = None,
 ) -> WebSocketConnection | None:
     """Adopt one upgraded connection, right after its 101 (must not block).
 
@@ -77,6 +78,7 @@ def serve_websocket(
     version, app key, app switched off). ``sockets`` (optional) keeps count:
     ``admit(app)`` may refuse (4004, over quota), ``opened(app)``/``closed(app)``
     run when this glue takes a socket over and when it finally closes it.
+    ``admitted`` is the quota's answer when it was decided elsewhere (a cluster).
     """
     try:
         key = protocol.check_connect_request(path, query)
@@ -85,7 +87,7 @@ def serve_websocket(
             raise ProtocolError(protocol.APP_NOT_FOUND, f"App key {key} does not exist", fatal=True)
         if not app.enabled:
             raise ProtocolError(protocol.APP_DISABLED, "App is disabled", fatal=True)
-        if sockets is not None and not sockets.admit(app):
+        if admitted is False or (admitted is None and sockets is not None and not sockets.admit(app)):
             raise ProtocolError(protocol.OVER_QUOTA, "Over the app's connection quota", fatal=True)
     except ProtocolError as exc:
         log.debug("refused WebSocket connection: %s", exc.message)

@@ -215,3 +215,38 @@ def test_client_events_and_send_to_user_and_terminate_cross_nodes(cluster, open_
         while True:
             receiver.recv(timeout=3)
     assert closed.value.code == 4009
+
+
+def test_the_connection_quota_is_exact_across_nodes(cluster, open_client):
+    import threading
+
+    a, b = cluster(2, max_connections=3)
+    wait_until(lambda: len(a.cluster.live_nodes()) == 2 and len(b.cluster.live_nodes()) == 2)
+    results: list[object] = []
+
+    def connect(node) -> None:
+        try:
+            results.append(PusherClient.connect(node.port))
+        except AssertionError as refused:  # expected pusher:connection_established, got the 4004 error
+            results.append(refused)
+
+    threads = [threading.Thread(target=connect, args=(node,)) for node in (a, b) * 4]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    admitted = [r for r in results if isinstance(r, PusherClient)]
+    assert len(results) == 8 and len(admitted) == 3, results
+    admitted[0].close()
+    wait_until(lambda: a.connection_count() + b.connection_count() == 2)
+
+    def room_again() -> bool:
+        try:
+            admitted.append(PusherClient.connect(b.port))
+            return True
+        except AssertionError:
+            return False  # the release is still on its way
+
+    wait_until(room_again, message="a place is free again")
+    for client in admitted[1:]:
+        client.close()

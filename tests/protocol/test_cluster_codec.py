@@ -9,6 +9,9 @@ import pytest
 
 from transport import cluster
 from transport.cluster import (
+    Admit,
+    Count,
+    Release,
     KINDS,
     Answer,
     Bye,
@@ -44,6 +47,9 @@ SAMPLES = [
     Answer("node-2", "node-1", "req-1", {"presence-a": {"user_count": 2}}),
     Answer("node-2", "node-1", "req-2", None),
     Answer("node-2", "node-1", "req-3", [1, "два", {"k": False}]),
+    Admit("node-1", "1", "node-1:7"),
+    Release("node-1", "1", 3),
+    Count("node-2", "1", 0),
 ]
 
 
