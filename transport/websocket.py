@@ -166,6 +166,17 @@ class WebSocketConnection:
     # --- reading (runs in the hub, must never block) ---------------------------
 
     def _on_readable(self) -> None:
+        burst = _per_hub(_bursts, _Burst)
+        if burst.crowded(self._loop):
+            # Thousands of sockets ready in one loop iteration (a client fleet
+            # dropped): read the rest from a greenlet, in slices, so accepts,
+            # timers and live clients get turns in between.
+            self._io.stop()
+            burst.defer(self)
+            return
+        self._read()
+
+    def _read(self) -> None:
         try:
             data = self.sock.recv(READ_SIZE)
         except BlockingIOError:
@@ -178,6 +189,13 @@ class WebSocketConnection:
             return
         self._last_read = self._loop.now()
         self._received(data)
+
+    def _read_deferred(self) -> None:
+        if self._ended:
+            return
+        self._read()
+        if not self._ended:
+            self._io.start(self._on_readable)
 
     def _received(self, data: bytes) -> None:
         try:
@@ -277,10 +295,47 @@ class WebSocketConnection:
             self._on_close()
 
 
+class _Burst:
+    """Counts read callbacks per loop iteration; past a limit, defers the rest to a greenlet."""
+
+    LIMIT = 256  # reads done right away in one iteration of the loop
+
+    def __init__(self) -> None:
+        self.now = -1.0
+        self.count = 0
+        self.deferred: deque[WebSocketConnection] = deque()
+        self.runner: gevent.Greenlet | None = None
+
+    def crowded(self, loop: Any) -> bool:
+        now = loop.now()  # libev's clock moves once per iteration: equal means the same iteration
+        if now != self.now:
+            self.now, self.count = now, 0
+        self.count += 1
+        return self.count > self.LIMIT
+
+    def defer(self, connection: WebSocketConnection) -> None:
+        self.deferred.append(connection)
+        if self.runner is None:
+            self.runner = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        deferred = self.deferred
+        try:
+            while deferred:
+                for _ in range(min(self.LIMIT, len(deferred))):
+                    connection = deferred.popleft()
+                    connection._read_deferred()  # noqa: SLF001 - the burst is the connection's helper
+                gevent.sleep(_POLL_FIRST_SECONDS)
+        finally:
+            self.runner = None
+            if deferred:
+                self.runner = gevent.spawn(self._run)
+
+
 class _Closer:
     """Finishes ended connections in slices, yielding to the hub between them."""
 
-    __slots__ = ("pending", "runner", "__weakref__")
+    __slots__ = ("pending", "runner", "__weakref__")  # one per hub (a node's thread)
 
     SLICE = 256
 
@@ -309,11 +364,17 @@ class _Closer:
 
 
 _closers: weakref.WeakKeyDictionary[Any, _Closer] = weakref.WeakKeyDictionary()
+_bursts: weakref.WeakKeyDictionary[Any, _Burst] = weakref.WeakKeyDictionary()
+
+
+def _per_hub(table: weakref.WeakKeyDictionary[Any, Any], make: Callable[[], Any]) -> Any:
+    """The current hub's helper from ``table`` (made on first use): each node's thread has its own."""
+    hub = gevent.get_hub()
+    helper = table.get(hub)
+    if helper is None:
+        helper = table[hub] = make()
+    return helper
 
 
 def _closer_of_current_hub() -> _Closer:
-    hub = gevent.get_hub()
-    closer = _closers.get(hub)
-    if closer is None:
-        closer = _closers[hub] = _Closer()
-    return closer
+    return _per_hub(_closers, _Closer)
