@@ -28,6 +28,7 @@ from transport.frames import text_frame, text_of_frame
 from transport.presence import RemotePresence
 
 from .app_cluster import ClusterShare
+from .app_webhooks import RemoteOccupancy, WebhookShare
 from .channel import ChannelActor
 from .messages import (
     Broadcast,
@@ -54,6 +55,7 @@ from .messages import (
     TerminateUser,
 )
 from .runtime import GeventActor, PriorityInbox, tell_if_alive
+from .webhooks import ClientFrame
 
 __all__ = ["AppActor"]
 
@@ -74,7 +76,7 @@ class _Entry:
         self.leaving: list[str] | None = None  # disconnected sockets whose leave is not sent yet
 
 
-class AppActor(ClusterShare, GeventActor):
+class AppActor(WebhookShare, ClusterShare, GeventActor):
     """The channel directory of one app on this node."""
 
     def __init__(
@@ -83,9 +85,12 @@ class AppActor(ClusterShare, GeventActor):
         metrics: Any,
         supervisor: Callable[[str, str], None] | None = None,
         cluster: Any = None,
+        webhooks: Any = None,
     ) -> None:
         super().__init__()
         self.app = app
+        self.webhooks = webhooks  # the app's WebhookActor, or None: no webhooks, no cost
+        self.remote_occupied: dict[str, set[str]] = {}  # channel -> other nodes occupying it (webhooks)
         self.metrics = metrics
         self.cluster = cluster  # actors.cluster.Cluster, or None for a node alone
         self.origin = cluster.node_id if cluster is not None else ""
@@ -130,6 +135,9 @@ class AppActor(ClusterShare, GeventActor):
             self._remote_changes(self.remote.replace_node(message.node, message.members))
         elif kind is NodeGone:
             self._remote_changes(self.remote.drop_node(message.node))
+            self._occupancy_node_gone(message.node)
+        elif kind is RemoteOccupancy:
+            self._remote_occupancy(message)
         elif kind is TerminateUser:
             self._terminate_local(message.user_id)
         elif kind is Join:
@@ -141,7 +149,9 @@ class AppActor(ClusterShare, GeventActor):
         elif kind is ChannelCounts:
             entry = self.channels.get(message.channel)
             if entry is not None and entry.ref is message.ref:
+                before = entry.subscriptions
                 entry.subscriptions, entry.users = message.subscriptions, message.users
+                self._local_occupancy(message.channel, before, message.subscriptions)
         elif kind is ChannelEmpty:
             self._retire(message)
         elif kind is Connected:
@@ -160,6 +170,8 @@ class AppActor(ClusterShare, GeventActor):
             self._channel_died(message)
         elif kind is Relay:
             self._forward(message.channel, message)
+            if self.webhooks is not None:
+                tell_if_alive(self.webhooks, ClientFrame(message.channel, message.frame, message.socket_id))
             if self.cluster is not None and not self.cluster.solo:
                 # A client event reaches the channel's subscribers on every node.
                 event = (message.channel, text_of_frame(message.frame))
@@ -273,7 +285,7 @@ class AppActor(ClusterShare, GeventActor):
         entry = self.channels.get(name)
         if entry is None and create:
             remote = self.remote.users(name) if names.channel_kind(name) is names.ChannelKind.PRESENCE else None
-            ref = ChannelActor.start(self.app, name, self.actor_ref, self.metrics, remote)
+            ref = ChannelActor.start(self.app, name, self.actor_ref, self.metrics, remote, self.webhooks)
             entry = self.channels[name] = _Entry(ref)
         return entry
 
@@ -297,6 +309,7 @@ class AppActor(ClusterShare, GeventActor):
         entry = self.channels.get(message.channel)
         if entry is not None and entry.ref is message.ref:  # not a fresh actor started since
             del self.channels[message.channel]
+            self._local_occupancy(message.channel, entry.subscriptions, 0)  # its subscribers come back (or not)
         log.error(
             "channel actor %s of app %s died: %s; %d subscribers closed with 4200 to resubscribe",
             message.channel, self.app.id, message.reason, len(message.socket_ids),
@@ -349,7 +362,8 @@ class AppActor(ClusterShare, GeventActor):
         entry = self.channels.get(message.channel)
         if entry is None:
             return
-        entry.subscriptions = entry.users = 0  # an empty channel does not report its counts too
+        before, entry.subscriptions, entry.users = entry.subscriptions, 0, 0  # an empty channel reports no counts
+        self._local_occupancy(message.channel, before, 0)
         if entry.joins == message.joins:
             del self.channels[message.channel]
             entry.ref.stop(block=False)

@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any, Callable, NamedTuple
 
-from transport import names, protocol
+from transport import names, protocol, webhooks
 
 from .messages import (
     Barrier,
@@ -37,6 +37,7 @@ from .messages import (
 )
 from .runtime import call_later, tell_if_alive
 from .shared_loop import SharedLoopActor
+from .webhooks import Hook
 
 __all__ = ["ChannelActor"]
 
@@ -94,9 +95,16 @@ class ChannelActor(SharedLoopActor):
     fanout_slice = 4096  # subscribers served per turn of the hub (see broadcast)
 
     def __init__(
-        self, app: Any, name: str, app_actor: Any, metrics: Any, remote_users: dict[str, Any] | None = None
+        self,
+        app: Any,
+        name: str,
+        app_actor: Any,
+        metrics: Any,
+        remote_users: dict[str, Any] | None = None,
+        webhooks: Any = None,
     ) -> None:
         super().__init__()
+        self.webhooks = webhooks  # the app's WebhookActor (cache_miss, subscription_count), or None
         # Presence: users present on other nodes (user_id -> user_info), kept
         # up to date by the app actor's replica (RemoteChanges).
         self.remote_users: dict[str, Any] = dict(remote_users or {})
@@ -221,6 +229,8 @@ class ChannelActor(SharedLoopActor):
         self._send(offer, self._succeeded_frame())
         if self.cache:
             self._send(offer, self.cached or protocol.event_frame(self.name, "pusher:cache_miss", {}))
+            if self.cached is None and self.webhooks is not None:
+                tell_if_alive(self.webhooks, Hook(webhooks.cache_miss(self.name)))
         self._count_changed()
 
     def _add_member(self, socket_id: str, member: Any, offer: Any) -> bool:
@@ -375,6 +385,8 @@ class ChannelActor(SharedLoopActor):
             self._count_timer = None
             if self.offers and len(self.offers) != self._count_sent:
                 self._count_sent = len(self.offers)
+                if self.webhooks is not None:
+                    tell_if_alive(self.webhooks, Hook(webhooks.subscription_count(self.name, len(self.offers))))
                 self._fan_out(
                     protocol.event_frame(
                         self.name, "pusher_internal:subscription_count", {"subscription_count": len(self.offers)}

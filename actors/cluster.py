@@ -36,6 +36,7 @@ from transport.errors import ProtocolError
 from .bus import Bus, BusDown, NoBus, describe
 from .messages import NodeGone, RemoteMember, RemotePublish, RemoteSync, TerminateUser
 from .runtime import call_later, proxy_of, tell_if_alive
+from .app_webhooks import RemoteOccupancy
 
 __all__ = ["Cluster", "DEAD_AFTER"]
 
@@ -180,6 +181,8 @@ class Cluster:
         elif kind is wire.Member:
             self._to_app(message.app_id, RemoteMember(origin, message.channel, message.user_id, message.user_info,
                                                       message.joined))
+        elif kind is wire.Occupancy:
+            self._to_app(message.app_id, RemoteOccupancy(origin, message.channel, message.occupied))
         elif kind is wire.Sync:
             if message.target in ("", self.node_id):
                 self._to_app(message.app_id, RemoteSync(origin, message.members))

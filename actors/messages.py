@@ -37,6 +37,7 @@ __all__ = [
     "Sent",
     "SignedIn",
     "Counted",
+    "Timed",
     "Terminate",
 ]
 
@@ -259,6 +260,14 @@ class Counted(NamedTuple):
     app_id: str
     name: str
     value: int
+
+
+class Timed(NamedTuple):
+    """Observe ``seconds`` in histogram ``name`` for ``app_id`` (e.g. a webhook's send time)."""
+
+    app_id: str
+    name: str
+    seconds: float
 
 
 class FanoutStarted(NamedTuple):

@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pykka import ActorDeadError
 
-from .messages import Counted, FanoutDone, FanoutStarted, Flush, Received, Sent
+from .messages import Counted, FanoutDone, FanoutStarted, Flush, Received, Sent, Timed
 from .runtime import GeventActor, call_later
 
 __all__ = ["COUNTERS", "MetricsActor"]
@@ -33,7 +33,13 @@ COUNTERS = {
     "closed": ("actorcast_connections_closed", "Connections closed"),
     "dropped": ("actorcast_messages_dropped", "Messages dropped for slow or closed clients"),
     "broadcasts": ("actorcast_broadcasts", "Events published to channels"),
+    "webhooks_sent": ("actorcast_webhooks_sent", "Webhook events delivered (answered 2xx/3xx)"),
+    "webhooks_failed": ("actorcast_webhooks_failed", "Webhook events given up (4xx, or retries exhausted)"),
+    "webhooks_retried": ("actorcast_webhooks_retried", "Webhook POSTs attempted again"),
+    "webhooks_dropped": ("actorcast_webhooks_dropped", "Webhook events dropped: their queue was full"),
 }
+#: histogram name (of Timed messages) -> (prometheus name, help)
+HISTOGRAMS = {"webhook_send": ("actorcast_webhook_send_seconds", "Time one webhook POST took (each attempt)")}
 
 class _Tick:
     """The periodic flush timer fired."""
@@ -65,6 +71,11 @@ class MetricsActor(GeventActor):
             buckets=FANOUT_BUCKETS,
             registry=self.registry,
         )
+        self._histograms = {
+            name: Histogram(prom, text, ["app_id"], buckets=FANOUT_BUCKETS + (10.0,), registry=self.registry)
+            for name, (prom, text) in HISTOGRAMS.items()
+        }
+        self._observed: list[tuple[str, str, float]] = []
         self._pending: defaultdict[tuple[str, str], int] = defaultdict(int)
         self._totals: defaultdict[tuple[str, str], int] = defaultdict(int)
         self._fanouts: list[tuple[str, float]] = []
@@ -91,6 +102,9 @@ class MetricsActor(GeventActor):
             self._pending[message.app_id, message.name] += message.value
         elif kind is FanoutDone:
             self._fanout_done(message)
+        elif kind is Timed:
+            if message.name in self._histograms:
+                self._observed.append((message.app_id, message.name, message.seconds))
         elif kind is FanoutStarted:
             self._inflight[message.app_id, message.broadcast_id] = [message.channels, message.started]
             self._pending[message.app_id, "broadcasts"] += 1
@@ -132,6 +146,9 @@ class MetricsActor(GeventActor):
         fanouts, self._fanouts = self._fanouts, []
         for app_id, seconds in fanouts:
             self._fanout.labels(app_id).observe(seconds)
+        observed, self._observed = self._observed, []
+        for app_id, name, seconds in observed:
+            self._histograms[name].labels(app_id).observe(seconds)
 
     def totals(self) -> dict[str, dict[str, int]]:
         """Flushed totals as ``{app_id: {counter: value}}`` (for tests and /usage)."""

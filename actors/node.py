@@ -41,6 +41,7 @@ from .http_backend import NodeBackend
 from .messages import Barrier, PublishFrames
 from .metrics import MetricsActor
 from .runtime import HubThread, proxy_of, sleep, tell_if_alive
+from .webhooks import WebhookActor, WebhookTimings
 
 __all__ = ["Node"]
 
@@ -66,6 +67,7 @@ class Node:
         reuse_port: bool = False,
         heartbeat_interval: float = 2.0,
         request_timeout: float = 0.5,
+        webhook_timings: WebhookTimings | None = None,
     ) -> None:
         self.apps = AppTable(list(apps) if apps is not None else [App()])
         self.limits = limits or ServerLimits()
@@ -82,6 +84,8 @@ class Node:
         self._metrics_server: HttpServer | None = None
         self._metrics: Any = None
         self._app_actors: dict[str, Any] = {}
+        self._webhook_actors: dict[str, Any] = {}  # app id -> WebhookActor, for apps with webhooks only
+        self.webhook_timings = webhook_timings
         self.adapter = make_adapter(adapter)
         self.reuse_port = reuse_port  # SO_REUSEPORT: worker processes sharing one port
         # One random number names this node: the origin of its cluster
@@ -118,7 +122,10 @@ class Node:
     def _start_in_hub(self) -> None:
         self._metrics = MetricsActor.start(self.registry, self.metrics_flush_interval)
         for app in self.apps:
-            self._app_actors[app.id] = AppActor.start(app, self._metrics, self._app_actor_died, self.cluster)
+            if app.webhooks:
+                self._webhook_actors[app.id] = WebhookActor.start(app, self._metrics, self.webhook_timings)
+            self._app_actors[app.id] = AppActor.start(app, self._metrics, self._app_actor_died, self.cluster,
+                                                      self._webhook_actors.get(app.id))
         self.cluster.start()
         self._backend = NodeBackend(self._app_actors, self._publish, self.cluster)
         quota = None if self.cluster.solo else self.cluster
@@ -177,6 +184,7 @@ class Node:
             sleep(0.02)
         if self._routes is not None and self._routes.open_sockets:
             log.warning("%d connections did not close within the %.1f s grace period", self._routes.open_sockets, grace)
+        self._drain_webhooks(deadline)
         if server is not None:
             server.stop(timeout=1)
         if self._metrics_server is not None:
@@ -187,6 +195,26 @@ class Node:
         self.cluster.stop()
         if self._metrics is not None:
             self._metrics.stop(timeout=5)
+
+    def _drain_webhooks(self, deadline: float) -> None:
+        """Deliver pending webhooks (held ones at once) within the grace period; log what could not be."""
+        for app_id, ref in list(self._webhook_actors.items()):
+            app_ref = self._app_actors.get(app_id)
+            try:
+                # The clients' leaves are still on their way to the channels:
+                # wait (bounded) until the channels' vacated events are out.
+                while app_ref is not None and proxy_of(app_ref).channels_info().get(timeout=_left(deadline)):
+                    if time.monotonic() >= deadline:
+                        break
+                    sleep(0.02)
+                undelivered = proxy_of(ref).drain(_left(deadline)).get(timeout=_left(deadline) + 1)
+            except (ActorDeadError, Timeout):
+                undelivered = -1
+            if undelivered:
+                log.warning("app %s: %s webhook event(s) could not be delivered before shutdown", app_id,
+                            "some" if undelivered < 0 else undelivered)
+            ref.stop(block=False)
+        self._webhook_actors.clear()
 
     def _deliver_accepted(self, deadline: float) -> None:
         """Wait until every event accepted so far has been offered to its sockets.
@@ -289,7 +317,7 @@ class Node:
             return
         log.error("app actor %s died: %s; restarted, its clients were told to reconnect (4200)", app_id, reason)
         self._app_actors[app_id] = AppActor.start(self.apps.by_id(app_id), self._metrics, self._app_actor_died,
-                                                  self.cluster)
+                                                  self.cluster, self._webhook_actors.get(app_id))
 
     def _flush_metrics(self) -> None:
         try:

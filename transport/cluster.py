@@ -42,6 +42,7 @@ __all__ = [
     "Count",
     "Heartbeat",
     "Member",
+    "Occupancy",
     "Publish",
     "Release",
     "Request",
@@ -78,6 +79,19 @@ class Member(NamedTuple):
     user_id: str
     user_info: Any
     joined: bool
+
+
+class Occupancy(NamedTuple):
+    """A channel of ``app_id`` got its first subscriber on ``origin`` (``occupied``), or lost its last.
+
+    Sent only for apps with webhooks: what makes ``channel_occupied`` /
+    ``channel_vacated`` mean the whole cluster.
+    """
+
+    origin: str
+    app_id: str
+    channel: str
+    occupied: bool
 
 
 class Heartbeat(NamedTuple):
@@ -168,13 +182,14 @@ class Count(NamedTuple):
 
 
 ClusterMessage = Union[
-    Publish, Member, Heartbeat, Bye, SyncRequest, Sync, TerminateUser, Request, Answer, Admit, Release, Count
+    Publish, Member, Occupancy, Heartbeat, Bye, SyncRequest, Sync, TerminateUser, Request, Answer, Admit, Release, Count
 ]
 
 #: Kind name on the wire -> message class.
 KINDS: dict[str, type] = {
     "pub": Publish,
     "mem": Member,
+    "occ": Occupancy,
     "hb": Heartbeat,
     "bye": Bye,
     "sreq": SyncRequest,
@@ -199,6 +214,7 @@ _KEYS: dict[str, str] = {
     "user_id": "u",
     "user_info": "i",
     "joined": "j",
+    "occupied": "b",
     "seq": "s",
     "target": "t",
     "members": "m",
@@ -310,6 +326,7 @@ _FIELD_CHECKS: dict[str, _Check] = {
     "except_socket_id": _Checker.optional_text,
     "user_info": _Checker.json,
     "joined": _Checker.flag,
+    "occupied": _Checker.flag,
     "seq": _Checker.integer,
     "members": _Checker.members,
     "params": _Checker.obj,

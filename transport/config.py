@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from .errors import ConfigError
+from .webhooks import Webhook, parse_webhooks
 
 __all__ = ["App", "AppTable", "ServerLimits", "apps_from_env", "load_apps"]
 
@@ -43,9 +44,21 @@ class App:
     pong_timeout: float = 30
     max_message_bytes: int = 64 * 1024
     max_buffer_bytes: int = 1 << 20
+    # Webhooks (transport.webhooks): URLs with their event types, filter and headers.
+    webhooks: tuple[Webhook, ...] = ()
+    webhook_batching: bool = False
+    webhook_batch_ms: float = 50
+    webhook_delay_seconds: float = 3
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "id", str(self.id))
+        object.__setattr__(self, "webhooks", parse_webhooks(self.id, self.webhooks))
+        if not isinstance(self.webhook_batching, bool):
+            raise ConfigError(f"app {self.id}: 'webhook_batching' must be true or false")
+        for name in ("webhook_batch_ms", "webhook_delay_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3600:
+                raise ConfigError(f"app {self.id}: '{name}' must be a number of 0 to 3600, not {value!r}")
         for name in ("key", "secret"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ConfigError(f"app {self.id}: '{name}' must be a non-empty string")

@@ -17,6 +17,7 @@ from transport.cluster import (
     Bye,
     Heartbeat,
     Member,
+    Occupancy,
     Publish,
     Request,
     Sync,
@@ -35,6 +36,7 @@ SAMPLES = [
     Publish("node-1", "app", (), "123.456"),
     Member("node-2", "app", "presence-room", "user-1", {"name": "Zoë", "tags": ["a", 1, 2.5, None, True]}, True),
     Member("node-2", "app", "presence-room", "user-1", None, False),
+    Occupancy("node-2", "app", "news", True),
     Heartbeat("node-3", 0),
     Heartbeat("node-3", 2**70),
     Bye("node-3"),
@@ -196,6 +198,7 @@ WRONG = {
     "q": [None, 1, {}],
     "x": [1, [], {}, True],
     "j": [None, 0, 1, "true", []],
+    "b": [None, 0, 1, "true", []],
     "s": [None, "1", 1.0, 1.5, True, [], {}],
     "f": [None, "news", {}, [["c"]], [["c", "e", "x"]], [["c", 1]], [[1, "e"]], ["ce"], [None], [{"c": "e"}]],
     "m": [None, [], "x", {"c": []}, {"c": "u"}, {"c": None}, {"c": {"u": 1}, "d": 2}],
@@ -298,7 +301,7 @@ def _assert_valid(message) -> None:
             continue
         if name == "seq":
             assert isinstance(value, int) and not isinstance(value, bool)
-        elif name == "joined":
+        elif name in ("joined", "occupied"):
             assert isinstance(value, bool)
         elif name == "except_socket_id":
             assert value is None or isinstance(value, str)

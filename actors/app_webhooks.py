@@ -1,0 +1,108 @@
+"""The app actor's share of webhooks: which occupancy and member changes are the cluster's.
+
+A mixin of :class:`~actors.app.AppActor`, active only when the app has
+webhooks (``self.webhooks`` is the app's
+:class:`~actors.webhooks.WebhookActor`; None costs nothing).
+
+Cluster-wide meaning, each webhook sent by exactly one node, the leader
+(``Cluster.is_leader``, the lowest live id; a node alone is its own leader):
+
+* members: the app actor already knows every node's members (its own in
+  ``local_members``, the others' in the ``remote`` replica), so a user
+  is added when their first socket anywhere joins and removed when their
+  last anywhere leaves. Every node keeps the state; only the leader tells.
+* occupancy: each node tells the others when one of its channels gets its
+  first local subscriber or loses its last (``transport.cluster.Occupancy``);
+  every node keeps which other nodes occupy which channel
+  (``remote_occupied``), and a channel is occupied while it is occupied
+  on any node. A dead node's channels are let go as it is forgotten.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from transport import cluster as wire
+from transport import webhooks as wh
+
+from .runtime import tell_if_alive
+from .webhooks import Hook
+
+__all__ = ["RemoteOccupancy", "WebhookShare"]
+
+
+class RemoteOccupancy(NamedTuple):
+    """Another node's channel got its first local subscriber (``occupied``) or lost its last."""
+
+    node: str
+    channel: str
+    occupied: bool
+
+
+class WebhookShare:
+    """Occupancy and member webhooks with their cluster-wide meaning, for the app actor."""
+
+    app: Any
+    channels: dict[str, Any]
+    cluster: Any
+    local_members: dict[str, dict[str, Any]]
+    origin: str
+    remote: Any
+    webhooks: Any
+    remote_occupied: dict[str, set[str]]
+
+    def _leads(self) -> bool:
+        return self.cluster is None or self.cluster.solo or self.cluster.is_leader()
+
+    def _tell_hook(self, event: dict[str, Any]) -> None:
+        if self._leads():
+            tell_if_alive(self.webhooks, Hook(event))
+
+    # --- occupancy -------------------------------------------------------------
+
+    def _local_occupancy(self, name: str, before: int, after: int) -> None:
+        """This node's subscriptions of ``name`` went from ``before`` to ``after``."""
+        if self.webhooks is None or (before > 0) == (after > 0):
+            return
+        occupied = after > 0
+        if self.cluster is not None and not self.cluster.solo:
+            self.cluster.send(wire.Occupancy(self.origin, self.app.id, name, occupied))
+        if not self.remote_occupied.get(name):  # no other node holds it: the cluster's state changed
+            self._tell_hook(wh.channel_occupied(name) if occupied else wh.channel_vacated(name))
+
+    def _locally_occupied(self, name: str) -> bool:
+        entry = self.channels.get(name)
+        return entry is not None and entry.subscriptions > 0
+
+    def _remote_occupancy(self, message: RemoteOccupancy) -> None:
+        nodes = self.remote_occupied.setdefault(message.channel, set())
+        was = bool(nodes)
+        if message.occupied:
+            nodes.add(message.node)
+        else:
+            nodes.discard(message.node)
+            if not nodes:
+                del self.remote_occupied[message.channel]
+        if was != bool(nodes) and not self._locally_occupied(message.channel):
+            self._tell_hook(wh.channel_occupied(message.channel) if nodes else wh.channel_vacated(message.channel))
+
+    def _occupancy_node_gone(self, node: str) -> None:
+        for name in [n for n, nodes in self.remote_occupied.items() if node in nodes]:
+            self._remote_occupancy(RemoteOccupancy(node, name, False))
+
+    # --- members ---------------------------------------------------------------
+
+    def _local_member(self, message: Any) -> None:
+        super()._local_member(message)  # type: ignore[misc]
+        if self.webhooks is not None and not self.remote.has_user(message.channel, message.user_id):
+            make = wh.member_added if message.joined else wh.member_removed
+            self._tell_hook(make(message.channel, message.user_id))
+
+    def _remote_changes(self, changes: list[Any]) -> None:
+        super()._remote_changes(changes)  # type: ignore[misc]
+        if self.webhooks is None:
+            return
+        for change in changes:
+            if change.user_id not in self.local_members.get(change.channel, ()):
+                make = wh.member_added if change.present else wh.member_removed
+                self._tell_hook(make(change.channel, change.user_id))
