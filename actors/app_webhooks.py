@@ -70,6 +70,12 @@ class WebhookShare:
         if not self.remote_occupied.get(name):  # no other node holds it: the cluster's state changed
             self._tell_hook(wh.channel_occupied(name) if occupied else wh.channel_vacated(name))
 
+    def occupied_channels(self) -> list[str]:
+        """This node's occupied channels, re-announced on a sync (apps with webhooks only)."""
+        if self.webhooks is None:
+            return []
+        return [name for name, entry in self.channels.items() if entry.subscriptions > 0]
+
     def _locally_occupied(self, name: str) -> bool:
         entry = self.channels.get(name)
         return entry is not None and entry.subscriptions > 0

@@ -209,6 +209,13 @@ class Cluster:
                 log.debug("no presence sync for app %s: %r", app_id, exc)
                 continue
             self.send(wire.Sync(self.node_id, target, app_id, members))
+            try:
+                occupied = proxy_of(ref).occupied_channels().get(timeout=5)
+            except Exception as exc:  # noqa: BLE001 - as above
+                log.debug("no occupancy sync for app %s: %r", app_id, exc)
+                continue
+            for channel in occupied:  # a node that joins or reconnects learns what is occupied
+                self.send(wire.Occupancy(self.node_id, app_id, channel, True))
 
     def _answer(self, message: wire.Request) -> None:
         ref = self.app_actors.get(message.app_id)
