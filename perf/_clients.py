@@ -12,9 +12,14 @@ frames forever. Every benchmark event carries ``seq`` and the broadcast time;
 the receipt time is ``time.monotonic()`` right after ``recv`` returns.
 
 Events: ``connect`` (phase done: ready/failed counts), ``got`` (every ready
-socket of this process has message ``seq``: the driver's pacing signal),
-``floor_got`` (the same for the node host's same-socket floor frame ``seq``),
+socket of this process has message ``seq``: the pacing signal, with this
+process's first and last receipt latency of ``seq``; receipts are handled in
+time order), ``floor_got`` (the same for the same-socket floor frame),
 ``report`` (counts, duplicates, out-of-order, latency histogram), ``close``.
+Unpaced (``paced: false``, the cluster rate run): one seq per channel, no
+``got``; ``expect`` {finals} is answered by ``caught_up`` once every ready
+socket has its channel's last seq. ``ports``/``labels``: per connection (a
+histogram per label: subscriber on the publishing node or another one).
 """
 
 from __future__ import annotations
@@ -37,18 +42,20 @@ CONNECTING, UPGRADING, WAIT_ESTABLISHED, WAIT_SUBSCRIBED, READY, DEAD = range(6)
 GAVE_UP = 99  # tries value of a connection counted as failed
 RETRIES = 3  # a full accept backlog refuses a few connects under a burst: try again
 LINGER_RST = struct.pack("ii", 1, 0)  # close with RST: no TIME_WAIT pile-up between runs
+REPORTED = ("ready", "failed", "received", "dups", "out_of_order", "server_closed", "other", "per_seq", "hist",
+            "hists", "max_us", "floor_received", "floor_hist", "floor_max_us", "errors")  # the ``report`` event
 
 
 class Conn:
-    __slots__ = ("buf", "channel", "last", "sock", "state", "tries")
+    __slots__ = ("buf", "channel", "label", "last", "port", "sock", "state", "tries")
 
-    def __init__(self, channel: str) -> None:
+    def __init__(self, channel: str, port: int = 0, label: int | None = None) -> None:
         self.channel = channel
+        self.port = port
+        self.label = label
         self.sock: socket.socket | None = None
-        self.state = CONNECTING
-        self.buf = b""
+        self.state, self.buf, self.tries = CONNECTING, b"", 0
         self.last = 0  # highest seq seen on this socket
-        self.tries = 0
 
 
 class Clients:
@@ -72,7 +79,10 @@ class Clients:
         self.ready = self.failed = 0
         self.received = self.dups = self.out_of_order = self.server_closed = self.other = 0
         self.per_seq: dict[int, int] = {}
+        self.first_us: dict[int, float] = {}  # seq -> this process's first receipt latency
         self.hist: dict[int, int] = {}
+        self.hists: dict[int, dict[int, int]] = {}  # label -> histogram (when labels were given)
+        self.finals: dict[str, int] = {}  # unpaced: channel -> the last seq expected (``expect``)
         self.max_us = 0.0
         self.floor_received = self.floor_max_us = 0
         self.floor_per_seq: dict[int, int] = {}
@@ -85,7 +95,9 @@ class Clients:
         self.reset_stats()
         self.host, self.port = cmd["host"], cmd["port"]
         self.request = handshake_request(self.host, self.port, cmd["path"])
-        self.conns = [Conn(ch) for ch in cmd["channels"]]
+        self.paced = cmd.get("paced", True)
+        n = len(cmd["channels"])
+        self.conns = list(map(Conn, cmd["channels"], cmd.get("ports") or [self.port] * n, cmd.get("labels") or [None] * n))
         self.pending = list(reversed(self.conns))
         self.max_inflight = cmd.get("inflight", 64)
         self.deadline = time.monotonic() + cmd["timeout"]
@@ -101,7 +113,7 @@ class Clients:
         c.state, c.buf = CONNECTING, b""
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setblocking(False)
-        err = s.connect_ex((self.host, self.port))
+        err = s.connect_ex((self.host, c.port))
         if err not in (0, errno.EINPROGRESS):
             s.close()
             self._failed(c, f"connect: {errno.errorcode.get(err, err)}")
@@ -276,9 +288,27 @@ class Clients:
             self.max_us = us
         q = quantize_us(us)
         self.hist[q] = self.hist.get(q, 0) + 1
+        if c.label is not None:
+            hist = self.hists.setdefault(c.label, {})
+            hist[q] = hist.get(q, 0) + 1
+        if not self.paced:
+            if seq == self.finals.get(c.channel):
+                self.behind -= 1
+                if self.behind == 0:
+                    emit({"ev": "caught_up"})
+            return
         count = self.per_seq[seq] = self.per_seq.get(seq, 0) + 1
+        if count == 1:
+            self.first_us[seq] = us
         if count == self.ready:
-            emit({"ev": "got", "seq": seq})
+            emit({"ev": "got", "seq": seq, "first_us": self.first_us.pop(seq, us), "last_us": us})
+
+    def expect(self, finals: dict[str, int]) -> None:
+        """Unpaced: say ``caught_up`` once every ready socket has its channel's last seq."""
+        self.finals = finals
+        self.behind = sum(1 for c in self.conns if c.state == READY and c.last < finals.get(c.channel, 0))
+        if not self.behind:
+            emit({"ev": "caught_up"})
 
     def on_floor(self, seq: int, us: float) -> None:
         """A same-socket floor frame: outside the node's delivery checks, own latency and pacing."""
@@ -294,25 +324,7 @@ class Clients:
     # --- commands -------------------------------------------------------------
 
     def report(self) -> None:
-        emit(
-            {
-                "ev": "report",
-                "ready": self.ready,
-                "failed": self.failed,
-                "received": self.received,
-                "dups": self.dups,
-                "out_of_order": self.out_of_order,
-                "server_closed": self.server_closed,
-                "other": self.other,
-                "per_seq": self.per_seq,
-                "hist": self.hist,
-                "max_us": self.max_us,
-                "floor_received": self.floor_received,
-                "floor_hist": self.floor_hist,
-                "floor_max_us": self.floor_max_us,
-                "errors": self.errors,
-            }
-        )
+        emit({"ev": "report", **{name: getattr(self, name) for name in REPORTED}})
 
     def close_all(self) -> None:
         for c in self.conns:
@@ -334,9 +346,12 @@ class Clients:
         elif op == "reset":
             self.reset_stats()
             self.ready = sum(c.state == READY for c in self.conns)
-            for c in self.conns:
-                c.last = 0
+            if not cmd.get("keep_last"):  # unpaced runs go on counting each channel's seq
+                for c in self.conns:
+                    c.last = 0
             emit({"ev": "reset"})
+        elif op == "expect":
+            self.expect(cmd["finals"])
         elif op == "close":
             self.close_all()
         else:

@@ -31,7 +31,7 @@ from typing import Any
 
 from perf._http import ApiClient
 from perf._proc import Child, ChildError, spawn, wait_events
-from perf._run import stop_tracers
+from perf._trace import stop_tracers
 from perf._stats import merge_hist, percentile, read_proc_cpu, read_proc_mem
 
 __all__ = ["ConnRun", "quantile"]

@@ -9,7 +9,15 @@ Commands (JSON lines): ``mem``, ``counts`` {channels}, ``totals``,
 ``broadcast`` {seq, channels, payload_bytes}, ``same_floor`` {seq, channels,
 payload_bytes}, ``hub_timings``, ``profile`` {action: start|stop, path},
 ``census``, ``ticker`` {action: start|status|stop, channel, interval,
-payload_bytes}, ``stop``. Each is answered by an event of the same name.
+payload_bytes}, ``peers``, ``rate`` {channels, rate, seconds, payload_bytes},
+``stop``. Each is answered by an event of the same name.
+
+As one of several nodes (``perf/_group.py``): ``--port P --reuse-port
+--adapter workers:PATH`` is a worker of ``--workers N`` (the way
+``actors/workers.py`` starts one: a fresh process, the shared port, the
+relay's bus, no metrics port); ``--adapter redis://...`` a node of a Redis
+cluster. ``peers`` lists the other nodes it hears; ``rate`` publishes at a
+fixed rate on the hub (``perf/_publisher.py``).
 
 For ``perf/connections.py``: ``census`` reads, on the hub and without asking
 any actor (so a long inbox does not delay it), how many connections and
@@ -25,15 +33,17 @@ Two measuring tools live here, in this process only (the node's code is untouche
   sockets of the channel's subscribers, timed inside the hub. Unlike the
   floor server (another process, other sockets) it shares everything with the
   fan-out: the process, its memory, the same socket objects, the same clients.
-* ``hub_timings``: ``ChannelActor.broadcast`` wrapped to time each channel
-  loop inside the hub (plus the hub thread's CPU and run-queue wait from
-  /proc), so the fan-out can be split into thread hop + loop.
+* ``hub_timings``: per broadcast, the first channel loop's start and the
+  last channel's last send (``FanoutDone``, after every slice), with the hub
+  thread's CPU and run-queue wait over that span (from /proc), so the
+  fan-out splits into thread hop (or bus hop) + loop.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import json
 import logging
 import os
@@ -44,6 +54,7 @@ import tracemalloc
 from typing import Any
 
 from perf._proc import die_with_parent, emit
+from perf._publisher import run_rate
 from perf._stats import read_proc_mem, read_schedstat
 from perf._wire import EVENT, FLOOR_EVENT, make_data
 
@@ -53,41 +64,61 @@ FLOOR_SHORTER = len(FLOOR_EVENT) - len(EVENT)
 
 
 def install_hub_timer(log: list) -> None:
-    """Wrap ``ChannelActor.broadcast`` (this process only) to time each loop on the hub.
+    """Time each broadcast on the hub (this process only): first channel loop start -> last send.
 
-    Appends (broadcast_id, call time, loop start, loop end, subscribers, hub CPU ns,
-    hub run-queue wait ns) per channel loop. The /proc reads sit outside the
-    timed span; with many channels they add ~20 us per channel to the histogram's.
+    ``ChannelActor.broadcast`` is wrapped to note when a channel's loop
+    starts, and the ``FanoutDone`` the channel reports once its last
+    subscriber was offered the frame (after every slice of a big channel) is
+    noted as the end. Each note carries the hub thread's schedstat (ns on
+    CPU, ns runnable-but-waiting), read outside the timed span.
     """
-    from actors.channel import ChannelActor
+    from actors import channel
 
-    original = ChannelActor.broadcast
+    original, real_done = channel.ChannelActor.broadcast, channel.FanoutDone
 
     def timed(self: Any, message: Any) -> None:
-        run0, wait0 = read_schedstat()
-        start = time.monotonic()
+        run, wait = read_schedstat()
+        log.append((0, message.broadcast_id, message.started, time.monotonic(), run, wait))
         original(self, message)
-        end = time.monotonic()
-        run1, wait1 = read_schedstat()
-        log.append((message.broadcast_id, message.started, start, end, len(self.offers), run1 - run0, wait1 - wait0))
 
-    ChannelActor.broadcast = timed
+    def done(app_id: str, broadcast_id: int, sent: int, sent_bytes: int, at: float) -> Any:
+        run, wait = read_schedstat()
+        log.append((1, broadcast_id, sent, at, run, wait))
+        return real_done(app_id, broadcast_id, sent, sent_bytes, at)
+
+    channel.ChannelActor.broadcast, channel.FanoutDone = timed, done
 
 
 def hub_timings(log: list) -> list[dict]:
-    """Per broadcast: call -> first loop start (thread hop), first start -> last end, loop sums."""
+    """Per broadcast, in order: call (or arrival) -> first loop start, first start -> last send, CPU."""
     by_id: dict[int, list] = {}
     for entry in log:
-        by_id.setdefault(entry[0], []).append(entry)
+        by_id.setdefault(entry[1], []).append(entry)
     log.clear()
     out = []
     for bid in sorted(by_id):
-        loops = by_id[bid]
-        first, last = min(e[2] for e in loops), max(e[3] for e in loops)
-        out.append({"hop_s": first - loops[0][1], "span_s": last - first, "loops_s": sum(e[3] - e[2] for e in loops),
-                    "subscribers": sum(e[4] for e in loops), "cpu_s": sum(e[5] for e in loops) / 1e9,
-                    "wait_s": sum(e[6] for e in loops) / 1e9})
+        starts = [e for e in by_id[bid] if e[0] == 0]
+        dones = [e for e in by_id[bid] if e[0] == 1]
+        if not starts or not dones:
+            continue
+        first, last = min(starts, key=lambda e: e[3]), max(dones, key=lambda e: e[3])
+        out.append({"started": first[2], "first_start": first[3], "last_done": last[3], "hop_s": first[3] - first[2],
+                    "span_s": last[3] - first[3], "subscribers": sum(e[2] for e in dones),
+                    "cpu_s": (last[4] - first[4]) / 1e9, "wait_s": (last[5] - first[5]) / 1e9})
     return out
+
+
+def make_bus(spec: str, prefix: str) -> Any:
+    """The node's bus: ``workers:PATH`` (a relay's Unix socket, as ``--workers`` uses), a Redis URL, or none."""
+    if not spec:
+        return None
+    if spec.startswith("workers:"):
+        from actors.worker_bus import WorkerBus
+
+        return WorkerBus(spec[len("workers:"):])
+    from actors.redis_bus import RedisBus
+
+    return RedisBus(spec, prefix=prefix)
 
 
 def same_socket_pass(node: Any, channels: list[str], seq: int, payload_bytes: int, where: str = "hub") -> dict:
@@ -214,33 +245,56 @@ def _trace_growth(baseline: tracemalloc.Snapshot | None) -> tracemalloc.Snapshot
     return snapshot
 
 
+def _diagnostic_knobs() -> None:
+    """Experiments on this process only (see perf/README.md): the GIL's switch interval, the cyclic GC."""
+    if os.environ.get("PERF_SWITCH_INTERVAL"):  # seconds a thread may hold the GIL while another waits (5 ms)
+        sys.setswitchinterval(float(os.environ["PERF_SWITCH_INTERVAL"]))
+    if os.environ.get("PERF_GC") == "off":
+        gc.disable()
+    elif os.environ.get("PERF_GC") == "freeze":  # after start-up, before clients: what exists now is never scanned
+        gc.freeze()
+
+
 def main() -> None:
     die_with_parent()
     parser = argparse.ArgumentParser()
     parser.add_argument("--key", default="app-key")
     parser.add_argument("--secret", default="app-secret")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT, as a worker of --workers N")
+    parser.add_argument("--metrics-port", type=int, default=0, help="-1: none (a worker's /metrics is its parent's)")
+    parser.add_argument("--adapter", default="", help="workers:PATH (a relay's socket) or redis://host:port/db")
+    parser.add_argument("--bus-prefix", default="actorcast", help="Redis channel prefix")
+    parser.add_argument("--heartbeat", type=float, default=2.0)
+    parser.add_argument("--no-hub-timer", action="store_true", help="no per-broadcast timing (rate runs)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
     baseline = None
+    _diagnostic_knobs()
     if os.environ.get("PERF_TRACEMALLOC"):
         # Where the per-connection memory goes: each ``mem`` prints the top growth since the last.
         tracemalloc.start(int(os.environ["PERF_TRACEMALLOC"]))
     from actors import App, Node  # imported here: the driver process never loads gevent
 
     timings: list = []
-    install_hub_timer(timings)
+    if not args.no_hub_timer:
+        install_hub_timer(timings)
 
     node = Node(
         apps=[App(id=APP_ID, key=args.key, secret=args.secret, activity_timeout=120)],
         host="127.0.0.1",
-        port=0,
-        metrics_port=0,
+        port=args.port,
+        metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        adapter=make_bus(args.adapter, args.bus_prefix),
+        reuse_port=args.reuse_port,
+        heartbeat_interval=args.heartbeat,
     ).start()
     emit({"ev": "started", "port": node.port, "metrics_port": node.metrics_port, "pid": os.getpid(),
-          **read_proc_mem(os.getpid())})
+          "node_id": node.node_id, **read_proc_mem(os.getpid())})
     profiler: cProfile.Profile | None = None
     ticker: Ticker | None = None
+    seqs: dict[str, int] = {}  # rate runs: channel -> last seq published (kept across steps)
     try:
         for line in sys.stdin:
             if not line.strip():
@@ -285,6 +339,12 @@ def main() -> None:
                 emit({"ev": "ticker", **(ticker.status() if ticker else {"seq": 0})})
                 if cmd["action"] == "stop":
                     ticker = None
+            elif op == "peers":
+                emit({"ev": "peers", "peers": node.call(lambda: sorted(node.cluster.peers)),
+                      "connected": node.cluster.connected})
+            elif op == "rate":
+                seconds = cmd["seconds"]
+                emit({"ev": "rate", **node.call(run_rate, node, APP_ID, cmd, seqs, timeout=seconds + 60)})
             elif op == "stop":
                 break
             else:

@@ -53,9 +53,9 @@ def emit(obj: dict) -> None:
 class Child:
     """One helper process; ``send`` a command, read its events with ``wait_events``."""
 
-    def __init__(self, name: str, module: str, args: list[str]) -> None:
+    def __init__(self, name: str, module: str, args: list[str], env: dict[str, str] | None = None) -> None:
         self.name = name
-        env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = dict(os.environ, **(env or {}), PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module, *args],
             cwd=REPO_ROOT,
@@ -120,9 +120,9 @@ class Child:
             _LIVE.remove(self)
 
 
-def spawn(name: str, module: str, *args: str) -> Child:
-    """Start ``python -m module args...`` as a JSON-lines child."""
-    return Child(name, module, list(args))
+def spawn(name: str, module: str, *args: str, env: dict[str, str] | None = None) -> Child:
+    """Start ``python -m module args...`` as a JSON-lines child (``env``: extra variables)."""
+    return Child(name, module, list(args), env)
 
 
 def kill_all() -> None:
@@ -169,8 +169,9 @@ def wait_events(
                 if not child._pump():
                     sel.unregister(child.proc.stdout)
                     child._pump_dead = True
+            answered = {id(c) for c, _ in got}  # a child that gave its event and then exited owes nothing
             for child in children:
-                if getattr(child, "_pump_dead", False) and not child.events:
+                if getattr(child, "_pump_dead", False) and not child.events and id(child) not in answered:
                     raise ChildError(f"{child.name} (pid {child.pid}) exited with {child.proc.wait()}")
     finally:
         sel.close()

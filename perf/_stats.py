@@ -14,7 +14,8 @@ import re
 import urllib.error
 import urllib.request
 
-__all__ = ["merge_hist", "percentile", "quantize_us", "read_proc_cpu", "read_proc_mem", "read_schedstat", "scrape"]
+__all__ = ["machine_busy_s", "merge_hist", "percentile", "quantize_us", "read_proc_cpu", "read_proc_mem",
+           "read_schedstat", "scrape"]
 
 
 def quantize_us(us: float) -> int:
@@ -89,6 +90,14 @@ def read_proc_cpu(pid: int) -> dict[str, float]:
         sched += read_schedstat(f"/proc/{pid}/task/{task}/schedstat")[0]
     # fields[0] is the state (field 3): utime and stime are fields 14 and 15
     return {"stat_s": (int(fields[11]) + int(fields[12])) / ticks, "sched_s": sched / 1e9}
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy so far, all cores (``/proc/stat``; 10 ms grain)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # user..steal; guest time is inside user
 
 
 def http_status(url: str, body: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
