@@ -10,6 +10,13 @@
   ``connect()`` opens one to ``node``.
 * ``wait_until`` polls a condition with a deadline (gevent-aware, so actors
   on the test's own hub keep running while it waits).
+
+``ACTORCAST_TEST_TOPOLOGY`` (``single``, ``redis2``, ``workers2``; see
+tests/topology.py) decides what ``make_node`` starts: one Node, two Nodes
+joined over Redis, or ``actorcast serve --workers 2``. A test that needs one
+in-process node is marked ``@pytest.mark.single_node(reason="...")`` and is
+skipped, with its reason, under the other topologies (``also=("redis2",)``:
+except those named).
 """
 
 from __future__ import annotations
@@ -23,6 +30,45 @@ import pykka
 import pytest
 
 DEFAULT_WAIT = 5.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "single_node(reason, also=()): needs one in-process node; skipped under ACTORCAST_TEST_TOPOLOGY "
+        "redis2/workers2 (except the topologies named in also)",
+    )
+    from tests import topology
+    from tests.cluster.redis_server import missing_reason
+
+    try:
+        name = topology.current()
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if name == "redis2" and missing_reason():
+        raise pytest.UsageError(f"{topology.ENV}=redis2 needs redis-server: {missing_reason()}")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from tests import topology
+
+    return f"actorcast test topology: {topology.current()} ({topology.ENV})"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from tests import topology
+
+    name = topology.current()
+    for item in items:
+        marker = item.get_closest_marker("single_node")
+        if marker is None:
+            continue
+        reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+        if not reason:
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.single_node needs a reason")
+        also = marker.kwargs.get("also", ())
+        if name != "single" and name not in also:
+            item.add_marker(pytest.mark.skip(reason=f"single node only under {name}: {reason}"))
 
 
 def wait_until(
@@ -71,23 +117,42 @@ def stop_all_actors():
 
 @pytest.fixture
 def make_node():
-    """``make_node(App(...), ..., **node_kwargs)``: a started Node on 127.0.0.1:0, stopped after the test."""
-    from actors import App, Node
+    """``make_node(App(...), ..., **node_kwargs)``: a started Node on 127.0.0.1:0, stopped after the test.
 
+    Under ``ACTORCAST_TEST_TOPOLOGY=redis2`` / ``workers2`` it is a facade
+    over two nodes or a 2-worker node instead (tests/topology.py).
+    """
+    from actors import App, Node
+    from tests import topology
+
+    kind = topology.current()
     nodes: list[Any] = []
 
     def make(*apps: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("host", "127.0.0.1")
         kwargs.setdefault("port", 0)
         kwargs.setdefault("metrics_port", 0)
-        node = Node(apps=list(apps) or [App()], **kwargs)
-        node.start()
+        if kind == "redis2":
+            from tests.cluster.conftest import shared_redis_server
+
+            node = topology.RedisPair(list(apps) or [App()], shared_redis_server().url(), **kwargs)
+        elif kind == "workers2":
+            node = topology.WorkerNode(list(apps) or [App()], **kwargs)
+        else:
+            node = Node(apps=list(apps) or [App()], **kwargs)
+            node.start()
         nodes.append(node)
         return node
 
     yield make
+    failures: list[BaseException] = []
     for node in reversed(nodes):
-        node.stop()
+        try:
+            node.stop()
+        except AssertionError as exc:  # a worker node that logged errors: stop the others first
+            failures.append(exc)
+    if failures:
+        raise failures[0]
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import urllib.request
 from urllib.parse import urlencode
 
 import pusher
+import pytest
 
 from tests.e2e.test_private_presence_py import join_presence
 from tests.wsclient import RawClient
@@ -39,6 +40,7 @@ def reset(client: RawClient) -> None:
     client.sock.close()
 
 
+@pytest.mark.single_node(reason="reaches into one node's internals (node._app_actors, node._routes)")
 def test_a_mass_disconnect_leaves_no_channel_connection_or_socket_behind_and_survivors_keep_receiving(
     node, open_client, wait_until
 ):

@@ -34,6 +34,9 @@ HEADER_TIMEOUT = BODY_TIMEOUT = IDLE_TIMEOUT = 0.5
 SLACK = 1.0  # scheduling on a busy CI machine; the lower bounds are exact
 LIMITS = ServerLimits(header_timeout=HEADER_TIMEOUT, body_timeout=BODY_TIMEOUT, idle_timeout=IDLE_TIMEOUT,
                       send_timeout=2.0, shutdown_grace=1.0)
+pytestmark = pytest.mark.single_node(
+    reason="per-socket HTTP server rules under short ServerLimits, which actorcast serve takes no flag for; "
+    "logs are collected in this process", also=("redis2",))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UPGRADE = ("GET /app/app-key?protocol=7&client=py&version=1.0 {version}\r\nHost: 127.0.0.1\r\n"
            "Upgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n")
@@ -321,6 +324,7 @@ def test_a_refused_client_that_keeps_sending_is_cut_off_after_a_bounded_number_o
 # --- resets --------------------------------------------------------------------------------
 
 
+@pytest.mark.single_node(reason="reaches into one node's internals (node._server, node._routes)")
 def test_clients_that_reset_mid_request_after_the_upgrade_or_mid_frame_log_nothing_above_debug(node, healthy, logs):
     quiet_from = len(logs.records)
     for i in range(40):
@@ -369,6 +373,7 @@ def test_client_close_frames_are_echoed_or_answered_with_a_protocol_error(node, 
 # --- the socket options and HTTP/1.1 connection handling -----------------------------------------
 
 
+@pytest.mark.single_node(reason="inspects the sockets of one node's process by its one port")
 def test_accepted_sockets_have_tcp_nodelay_set(node, healthy, logs):
     http = Conn(node.port)
     http.sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")

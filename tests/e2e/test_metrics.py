@@ -11,9 +11,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors import App
+from tests.topology import known_bug
 from transport.protocol import event_frame
 
 K, N = 20, 5  # broadcasts, subscribers
+
+PER_NODE_METRICS = (
+    "each of the two Redis nodes has its own /metrics; the test reads one endpoint as the node's"
+)
+OVER_THE_HTTP_LIMIT = (
+    "broadcasts 100 KB events; a worker node's broadcast goes through the HTTP API, whose "
+    "max_event_bytes is 10 KB"
+)
 
 
 def scrape(node) -> dict[tuple[str, str], float]:
@@ -45,6 +54,8 @@ def subscribers(node, open_client):
     return clients
 
 
+@pytest.mark.single_node(reason=PER_NODE_METRICS + "; and under workers2 its counts-before are read "
+                         "at once, while a worker node's /metrics lags its workers by up to 0.5 s")
 def test_sent_counter_grows_by_exactly_broadcasts_times_subscribers(node, subscribers, wait_until):
     sent_before = total(node, "sent")
     scraped_before = scraped(node, "actorcast_messages_sent_total")
@@ -58,6 +69,9 @@ def test_sent_counter_grows_by_exactly_broadcasts_times_subscribers(node, subscr
     assert scraped(node, "actorcast_messages_sent_total") - scraped_before == K * N
 
 
+@pytest.mark.single_node(reason=PER_NODE_METRICS, also=("workers2",))
+@known_bug("every worker with subscribers counts the broadcast and observes a fan-out: the one /metrics "
+           "says 2 per trigger", some_runs=("workers2",))
 def test_each_broadcast_is_counted_once_with_one_fanout_observation(node, subscribers, wait_until):
     broadcasts_before = scraped(node, "actorcast_broadcasts_total")
     fanouts_before = scraped(node, "actorcast_broadcast_fanout_seconds_count")
@@ -72,6 +86,7 @@ def test_each_broadcast_is_counted_once_with_one_fanout_observation(node, subscr
     assert total(node, "broadcasts") == scraped(node, "actorcast_broadcasts_total")
 
 
+@pytest.mark.single_node(reason=PER_NODE_METRICS, also=("workers2",))
 def test_connections_gauge_tracks_open_connections(node, open_client, wait_until):
     clients = [open_client(node) for _ in range(3)]
     wait_until(lambda: scraped(node, "actorcast_connections") == 3)
@@ -82,6 +97,7 @@ def test_connections_gauge_tracks_open_connections(node, open_client, wait_until
     assert total(node, "closed") == 2
 
 
+@pytest.mark.single_node(reason=PER_NODE_METRICS, also=("workers2",))
 def test_received_counter_counts_client_messages(node, open_client, wait_until):
     client = open_client(node)
     before = total(node, "received")
@@ -125,12 +141,14 @@ def queued_broadcasts(make_node, open_client, wait_until):
     return node, before
 
 
+@pytest.mark.single_node(reason=OVER_THE_HTTP_LIMIT, also=("redis2",))
 def test_sent_counter_is_exact_when_frames_wait_in_queues(queued_broadcasts, wait_until):
     node, before = queued_broadcasts
     wait_until(lambda: total(node, "sent") - before["sent"] >= BIG_K * BIG_N)
     assert total(node, "sent") - before["sent"] == BIG_K * BIG_N
 
 
+@pytest.mark.single_node(reason=OVER_THE_HTTP_LIMIT, also=("redis2",))
 def test_sent_bytes_counter_is_exact_when_frames_wait_in_queues(queued_broadcasts, wait_until):
     node, before = queued_broadcasts
     frame_len = len(event_frame("news", "big", BIG))

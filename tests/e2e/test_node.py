@@ -12,9 +12,16 @@ import pykka
 import pytest
 
 from actors import ActorcastError, App, ProtocolError
+from tests.topology import known_bug
 from tests.wsclient import OP_PING, OP_PONG, OP_TEXT, PusherClient, RawClient, frame_bytes
 
 SOCKET_ID_RE = re.compile(r"^\d+\.\d+$")
+
+OUT_OF_ORDER = (
+    "one publisher's triggers, each answered 200 before the next, reach subscribers on the other node "
+    "out of order when consecutive calls land on different nodes (handed to the bus != delivered "
+    "there)"
+)
 
 
 def read_until(client, event: str, timeout: float = 5.0) -> list[dict]:
@@ -126,6 +133,7 @@ def test_broadcast_reaches_every_subscriber_exactly_once_and_in_order(node, open
         assert [json.loads(m["data"])["i"] for m in got] == list(range(50))
 
 
+@known_bug(OUT_OF_ORDER, some_runs=("workers2",))
 def test_broadcasts_from_several_threads_each_arrive_once(node, open_client):
     import threading
 
@@ -221,6 +229,7 @@ def test_unsubscribe_stops_delivery_to_that_client_only(node, open_client, wait_
     leaver.assert_silent(0.2)
 
 
+@pytest.mark.single_node(reason="reaches into one node's internals (node._app_actors)")
 def test_a_channel_whose_last_subscriber_left_is_retired(node, open_client, wait_until):
     client = open_client(node)
     client.subscribe("news")
@@ -253,6 +262,8 @@ def test_a_client_that_drops_without_a_close_frame_is_cleaned_up(node, open_clie
     wait_until(lambda: node.subscription_count("1", "news") == 0)
 
 
+@pytest.mark.single_node(reason="asserts connection_count() at once; a worker node's count comes from /metrics, "
+                                "which its workers flush every 0.5 s", also=("redis2",))
 def test_several_apps_on_one_node_keep_their_channels_apart(make_node, open_client):
     node = make_node(App(id="1", key="key-one"), App(id="2", key="key-two"))
     one, two = open_client(node, key="key-one"), open_client(node, key="key-two")
@@ -464,6 +475,7 @@ def test_node_works_as_a_context_manager():
     assert not node.running
 
 
+@pytest.mark.single_node(reason="reaches into one node's internals (node._routes.open_sockets)")
 def test_connections_over_the_app_quota_are_refused_with_4004(make_node, open_client, wait_until):
     from actors import App
     from tests.wsclient import PusherClient
@@ -482,6 +494,7 @@ def test_connections_over_the_app_quota_are_refused_with_4004(make_node, open_cl
     second.ping()
 
 
+@pytest.mark.single_node(reason="reaches into one node's internals (node._app_actors)")
 def test_a_channel_whose_actor_crashed_is_replaced_on_the_next_join(node, open_client, wait_until):
     from actors.messages import Broadcast
 

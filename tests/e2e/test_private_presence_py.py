@@ -21,10 +21,21 @@ import pytest
 import websocket
 
 from actors import Node
+from tests.topology import known_bug
 from tests.wsclient import PusherClient
 
 TIMEOUT = 5.0
 MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
+
+INSTANT_REPLICA = (
+    "asserts presence replication is instant: a member who joined on one node a moment before is "
+    "missing from the next joiner's subscription_succeeded on the other node (the replica lags ~1 ms) "
+    "and reaches it as a member_added instead"
+)
+LOCAL_COUNT_EVENT = (
+    "pusher_internal:subscription_count carries each node's own count, never the channel's "
+    "cluster-wide count"
+)
 
 
 @pytest.fixture
@@ -110,6 +121,7 @@ def test_presence_subscription_with_tampered_channel_data_is_an_auth_error(sdk, 
 # --- presence -----------------------------------------------------------------------------
 
 
+@pytest.mark.single_node(reason=INSTANT_REPLICA)
 def test_presence_subscription_succeeded_carries_ids_hash_and_count(sdk, connect):
     a, b = connect(), connect()
     first = join_presence(sdk, a, "presence-room", "u1", {"name": "Ann"})
@@ -121,6 +133,7 @@ def test_presence_subscription_succeeded_carries_ids_hash_and_count(sdk, connect
     assert presence["count"] == 2
 
 
+@pytest.mark.single_node(reason=INSTANT_REPLICA)
 def test_numeric_user_id_is_a_string_in_presence_events(sdk, connect):
     a, b = connect(), connect()
     join_presence(sdk, a, "presence-room", "u1")
@@ -130,6 +143,7 @@ def test_numeric_user_id_is_a_string_in_presence_events(sdk, connect):
     assert added["data_decoded"]["user_id"] == "42"
 
 
+@pytest.mark.single_node(reason=INSTANT_REPLICA)
 def test_member_added_goes_to_the_others_once_per_user_never_to_the_joiner(sdk, connect):
     a, b1, b2 = connect(), connect(), connect()
     join_presence(sdk, a, "presence-room", "u1")
@@ -151,6 +165,7 @@ def wait_for_subscribers(node, channel: str, count: int) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.single_node(reason=INSTANT_REPLICA)
 def test_member_removed_only_when_the_users_last_socket_unsubscribes(sdk, node, connect):
     a, b1, b2 = connect(), connect(), connect()
     join_presence(sdk, a, "presence-room", "u1")
@@ -196,6 +211,8 @@ def test_presence_member_limit_refuses_a_new_user_but_admits_a_members_second_so
     assert join_presence(sdk, a2, "presence-room", "u1")["data_decoded"]["presence"]["count"] == 2
 
 
+@known_bug("max_presence_members is checked against the replica: a join on another node within the "
+           "replication window (~1 ms) is admitted past the limit", some_runs=("redis2", "workers2"))
 def test_client_event_from_a_socket_refused_by_the_presence_limit_is_a_pusher_error(start_node, open_client, sdk):
     node = start_node(max_presence_members=1)
     member, refused = open_client(node), open_client(node)
@@ -239,6 +256,7 @@ def test_client_event_on_a_private_channel_reaches_the_others_but_not_the_sender
     assert sender.until_pong() == []
 
 
+@pytest.mark.single_node(reason=INSTANT_REPLICA)
 def test_client_event_on_a_presence_channel_carries_the_senders_user_id(sdk, connect):
     sender, receiver = connect(), connect()
     join_presence(sdk, receiver, "presence-chat", "u2")
@@ -311,6 +329,8 @@ def test_client_events_are_refused_when_the_app_disables_them(start_node, open_c
     _assert_client_event_refused(node, sender, receiver, "private-chat")
 
 
+@pytest.mark.single_node(reason="the receiver's ping is the barrier for client events relayed from the "
+                                "sender's node: across two nodes the pong can overtake them")
 def test_client_events_over_the_rate_limit_are_rejected_with_4301(start_node, open_client, sdk):
     node = start_node(client_events_per_second=3)
     sender, receiver = open_client(node), open_client(node)
@@ -395,6 +415,8 @@ def test_cache_channel_sends_the_last_event_to_a_new_subscriber(sdk, node, conne
     assert b.until_pong() == []
 
 
+@pytest.mark.single_node(reason="expects an event answered 200 before the subscribe never to reach the "
+                                "subscriber; across nodes it may still be on its way to the subscriber's node")
 def test_a_name_merely_containing_cache_is_not_a_cache_channel(sdk, node, connect):
     server = pusher.Pusher(app_id="1", key="app-key", secret="app-secret", host="127.0.0.1", port=node.port,
                            ssl=False, timeout=TIMEOUT)
@@ -421,6 +443,7 @@ def _wait_for_count(client: PusherClient, channel: str, count: int, timeout: flo
                 return
 
 
+@known_bug(LOCAL_COUNT_EVENT, every_run=("redis2",), some_runs=("workers2",))
 def test_subscribers_hear_the_subscription_count_after_joins_and_leaves_when_the_app_enables_it(start_node, open_client):
     node = start_node(enable_subscription_count=True)
     a, b = open_client(node), open_client(node)

@@ -12,13 +12,21 @@ from __future__ import annotations
 import random
 import threading
 
+import pytest
 import websocket
 
 from tests.conftest import wait_until
+from tests.topology import known_bug
 from tests.wsclient import Closed, PusherClient
 
 CHANNEL = "race"
 MESSAGES = 300
+
+OUT_OF_ORDER = (
+    "one publisher's triggers, each answered 200 before the next, reach subscribers on the other node "
+    "out of order when consecutive calls land on different nodes (handed to the bus != delivered "
+    "there)"
+)
 
 
 def _seq(message: dict) -> int | None:
@@ -36,6 +44,7 @@ def _read_seqs(client: PusherClient, want: int, timeout: float = 10.0) -> list[i
     return seqs
 
 
+@known_bug(OUT_OF_ORDER, some_runs=("workers2",))
 def test_churn_during_a_burst_loses_nothing_for_steady_subscribers_and_duplicates_nothing(node):
     steady = [PusherClient.connect(node.port) for _ in range(8)]
     for client in steady:
@@ -132,6 +141,7 @@ def test_a_client_dropping_mid_burst_does_not_disturb_the_others(node):
     steady.close()
 
 
+@pytest.mark.single_node(reason="monkeypatches ChannelActor.fanout_slice in this process", also=("redis2",))
 def test_a_channel_served_in_slices_keeps_every_subscriber_in_order(node, monkeypatch):
     from actors.channel import ChannelActor
 
