@@ -335,7 +335,9 @@ class Cluster:
         origin = message.origin
         kind = type(message)
         if kind is wire.Count:
-            counts[origin] = message.seq
+            # A count is the sender's view when it sent it, which may lag its own
+            # Admits already in the stream: it only seeds a node we knew nothing of.
+            counts.setdefault(origin, message.seq)
         elif kind is wire.Release:
             counts[origin] = max(counts.get(origin, 0) - message.seq, 0)
         else:
