@@ -96,8 +96,8 @@ class Clients:
         self.host, self.port = cmd["host"], cmd["port"]
         self.request = handshake_request(self.host, self.port, cmd["path"])
         self.paced = cmd.get("paced", True)
-        n = len(cmd["channels"])
-        self.conns = list(map(Conn, cmd["channels"], cmd.get("ports") or [self.port] * n, cmd.get("labels") or [None] * n))
+        ports = cmd.get("ports") or [self.port] * len(cmd["channels"])
+        self.conns = list(map(Conn, cmd["channels"], ports, cmd.get("labels") or [None] * len(ports)))
         self.pending = list(reversed(self.conns))
         self.max_inflight = cmd.get("inflight", 64)
         self.deadline = time.monotonic() + cmd["timeout"]

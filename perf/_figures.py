@@ -116,8 +116,8 @@ class CpuMeter:
         ours = sum(sum(v) for v in self.used.values())
         out: dict[str, Any] = {f"{role}_ms": [_ms(u / self.count) for u in used] for role, used in self.used.items()}
         out.update(ours_ms=_ms(ours / self.count), machine_ms=_ms(self.machine / self.count),
-                   others_ms=_ms(max(0.0, self.machine - ours) / self.count),
-                   wall_ms=_ms(self.wall / self.count), cores_busy=round(self.machine / self.wall, 2) if self.wall else None)
+                   others_ms=_ms(max(0.0, self.machine - ours) / self.count), wall_ms=_ms(self.wall / self.count),
+                   cores_busy=round(self.machine / self.wall, 2) if self.wall else None)
         return out
 
 

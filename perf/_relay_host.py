@@ -7,22 +7,23 @@ itself (so each is a node host with the measuring tools), and this process
 plays the parent's part: the same relay, in a process of its own, so the
 relay's CPU is where it is in production (not in a worker).
 
-Usage: ``python -m perf._relay_host PATH``. Events: ``started`` {path, pid},
-then ``cpu`` {stat_s, sched_s} for each ``cpu`` command; EOF on stdin stops it.
+Usage: ``python -m perf._relay_host PATH``. It says ``started`` {path, pid}
+once the relay listens; EOF on stdin (the driver gone or done) stops it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 
 from perf._proc import die_with_parent, emit
-from perf._stats import read_proc_cpu
+
+__all__ = ["main"]
 
 
 def main() -> None:
+    """Run the relay on the socket path given, until stdin closes."""
     die_with_parent()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     from actors.runtime import HubThread
@@ -33,9 +34,7 @@ def main() -> None:
     relay = hub.start(lambda: _started(Relay(path)))
     emit({"ev": "started", "path": path, "pid": os.getpid()})
     try:
-        for line in sys.stdin:
-            if line.strip() and json.loads(line).get("op") == "cpu":
-                emit({"ev": "cpu", **read_proc_cpu(os.getpid())})
+        sys.stdin.read()  # no commands: the relay runs until the driver closes our stdin
     finally:
         hub.call(relay.stop, timeout=10)
         hub.stop()

@@ -22,7 +22,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from perf._figures import CpuMeter, derive, hub_figures, mean, median, merge_same_floor, same_floor_figures, wall_figures
+from perf._figures import (CpuMeter, derive, hub_figures, mean, median, merge_same_floor, same_floor_figures,
+                           wall_figures)
 from perf._group import Group, group_label, start_group
 from perf._http import HttpTrigger
 from perf._proc import Child, ChildError, spawn, wait_events
@@ -134,7 +135,9 @@ class Layout:
         before = scrape(metrics_url) if metrics_url else {}
         if opts.profile and hosts:
             group.publisher.request(10, op="profile", action="start")
-        suffix = f"c{len(self.channels)}" + (f".{group.kind[0]}{group.count}" if group and group.kind != "single" else "")
+        suffix = f"c{len(self.channels)}"
+        if group is not None and group.kind != "single":
+            suffix += f".{group.kind[0]}{group.count}"
         tracers = start_tracers(opts, [(h, suffix + (f".{k}" if len(hosts) > 1 else "")) for k, h in enumerate(hosts)])
         calls: list[float] = []  # each broadcast's call time (monotonic, the clients' clock too)
         call_us: list[float] = []

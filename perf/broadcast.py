@@ -10,7 +10,8 @@ Run from the repository root::
     python -m perf.broadcast --clients 1000 --adapter redis --nodes 1,2   # the Redis hop: 1 node vs 2
     python -m perf.broadcast --adapter redis --nodes 3 --rates 1000,2000  # 3 nodes, publishes at fixed rates
 
-It starts a node in a node-host subprocess (so the node's RSS is its own),
+It starts a node in a node-host subprocess (so the node's RSS is its own;
+with ``--workers``/``--nodes``, several: perf/_group.py),
 spreads the clients over several client processes (a process may hold at
 most 20,000 file descriptors), broadcasts ``--messages`` events one after
 another, and measures the same send pattern with a bare ``socket.send`` loop
@@ -65,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="worker processes on one port, e.g. 2, or 1,2 to compare them in one run (WORKERS)")
     p.add_argument("--adapter", default=_env("ADAPTER", ""),
                    help="redis://host:port/db, or 'redis' to start a private redis-server (ADAPTER)")
-    p.add_argument("--nodes", default=_env("NODES", "1"), help="with --adapter: nodes joined by Redis, e.g. 1,2 (NODES)")
+    p.add_argument("--nodes", default=_env("NODES", "1"),
+                   help="with --adapter: nodes joined by Redis, e.g. 1,2 (NODES)")
     p.add_argument("--placement", choices=("remote", "all"), default=_env("PLACEMENT", "remote"),
                    help="over Redis: clients on the nodes but the publisher's (remote), or on every node")
     p.add_argument("--no-floor", dest="floor", action="store_false", help="skip the floor-server phase")
@@ -235,10 +237,13 @@ ROWS = [
     ("latency p50/p95/p99/max (ms)", lambda r: "/".join(str(r.get(f"latency_{k}_ms")) for k in ("p50", "p95", "p99", "max"))),
     ("fan-out wall: call->last receipt (mean/med/max)", lambda r: f"{r.get('fanout_wall_ms')} / "
      f"{r.get('fanout_wall_median_ms')} / {r.get('fanout_wall_max_ms')}"),
-    ("first receipt (ms, median/min)", lambda r: f"{r.get('first_receipt_median_ms')} / {r.get('first_receipt_min_ms')}"),
-    ("call->last send, all nodes (ms, mean/med)", lambda r: f"{r.get('last_send_ms')} / {r.get('last_send_median_ms')}"),
+    ("first receipt (ms, median/min)",
+     lambda r: f"{r.get('first_receipt_median_ms')} / {r.get('first_receipt_min_ms')}"),
+    ("call->last send, all nodes (ms, mean/med)",
+     lambda r: f"{r.get('last_send_ms')} / {r.get('last_send_median_ms')}"),
     ("CPU ms/broadcast: nodes / clients / others", lambda r: _cpu_row(r.get("cpu_per_broadcast") or {})),
-    ("cores busy during broadcasts", lambda r: f"{(r.get('cpu_per_broadcast') or {}).get('cores_busy')} of {os.cpu_count()}"),
+    ("cores busy during broadcasts",
+     lambda r: f"{(r.get('cpu_per_broadcast') or {}).get('cores_busy')} of {os.cpu_count()}"),
     ("clients per node", lambda r: "+".join(str(h["connections"]) for h in r["hosts"]) if r.get("hosts") else "-"),
     ("latency on other nodes p50/p99 (ms)", lambda r: f"{r['latency_label1']['p50_ms']}/{r['latency_label1']['p99_ms']}"
      if r.get("latency_label1") else "-"),

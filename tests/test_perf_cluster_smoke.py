@@ -1,8 +1,8 @@
 """The broadcast benchmark's cluster modes still run end to end (tiny runs; no timing asserted).
 
 Speed is measured by ``perf/broadcast.py`` by hand (perf/README.md): these
-only keep ``--workers N``, ``--adapter redis --nodes N`` and the rate run
-from rotting as the node changes, and check the report has the fields the
+only keep ``--workers N``, ``--adapter redis --nodes N``, the rate run and
+``--lazy-clients`` from rotting as the node changes, and check the report has the fields the
 README's tables are built from. The Redis runs start a private
 ``redis-server`` on a free loopback port (skipped where none is installed).
 """
@@ -70,3 +70,12 @@ def test_three_nodes_over_redis_keep_a_fixed_publish_rate_and_deliver_everything
         assert step["duplicates"] == step["out_of_order"] == 0
         assert step["latency_label0"]["n"] + step["latency_label1"]["n"] == step["delivered"]
         assert len(step["cpu_cores"]["nodes"]) == 3
+
+
+def test_lazy_clients_time_frames_by_the_kernel_and_still_get_every_message():
+    report = _bench("--clients", "40", "--messages", "3", "--workers", "2", "--no-floor", "--lazy-clients", "50")
+    (layout,) = report["layouts"]
+    assert layout["delivered"] == layout["expected"] == 40 * 3
+    assert layout["unstamped"] == 0  # every frame had its kernel arrival time
+    # a kernel stamp is taken when the frame reaches the socket: after the call, before the 50 ms nap ends
+    assert 0 < layout["first_receipt_min_ms"] <= layout["fanout_wall_max_ms"] < 50
