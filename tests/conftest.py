@@ -120,7 +120,8 @@ def make_node():
     """``make_node(App(...), ..., **node_kwargs)``: a started Node on 127.0.0.1:0, stopped after the test.
 
     Under ``ACTORCAST_TEST_TOPOLOGY=redis2`` / ``workers2`` it is a facade
-    over two nodes or a 2-worker node instead (tests/topology.py).
+    over two nodes or a 2-worker node instead (tests/topology.py), unless the
+    test passes an ``adapter`` (it joins its nodes itself).
     """
     from actors import App, Node
     from tests import topology
@@ -132,7 +133,10 @@ def make_node():
         kwargs.setdefault("host", "127.0.0.1")
         kwargs.setdefault("port", 0)
         kwargs.setdefault("metrics_port", 0)
-        if kind == "redis2":
+        if "adapter" in kwargs:  # the test builds a cluster of its own (tests/cluster): no facade
+            node = Node(apps=list(apps) or [App()], **kwargs)
+            node.start()
+        elif kind == "redis2":
             from tests.cluster.conftest import shared_redis_server
 
             node = topology.RedisPair(list(apps) or [App()], shared_redis_server().url(), **kwargs)

@@ -8,8 +8,8 @@
               on different nodes
 ``workers2``  ``actorcast serve --workers 2`` in a subprocess, on the port its
               parent picks (:class:`WorkerNode`); the kernel spreads
-              connections over the workers, ``broadcast`` goes through the
-              HTTP API
+              connections over the workers; ``broadcast`` goes through the
+              HTTP API, on one kept-alive connection per publishing thread
 ============  ================================================================
 
 Both facades behave as one node to a test: counts are the cluster's (summed,
@@ -133,10 +133,6 @@ class RedisPair:
         return self.nodes[next(self._metrics_turn) % len(self.nodes)].metrics_port
 
     @property
-    def ports(self) -> tuple[int, ...]:
-        return tuple(node.port for node in self.nodes)
-
-    @property
     def apps(self) -> Any:
         return self.nodes[0].apps
 
@@ -176,12 +172,6 @@ class RedisPair:
         for node in self.nodes:
             node.stop(timeout)
 
-    def __enter__(self) -> RedisPair:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
     def __getattr__(self, name: str) -> Any:
         raise _refuse("redis2", f"node.{name}")
 
@@ -216,6 +206,8 @@ class WorkerNode:
             raise
         self.port = int(match["port"])
         self.metrics_port = int(match["metrics"])
+        self._local = threading.local()
+        self._publishers: list[http.client.HTTPConnection] = []
         self.running = True
 
     def start(self) -> WorkerNode:
@@ -234,23 +226,33 @@ class WorkerNode:
         return app
 
     def api(self, method: str, app_id: Any, path: str, params: dict[str, str] | None = None,
-            body: Any = None) -> tuple[int, Any]:
-        """One signed HTTP API call on a fresh connection (so calls spread over the workers)."""
+            body: Any = None, conn: http.client.HTTPConnection | None = None) -> tuple[int, Any]:
+        """One signed HTTP API call: on ``conn``, or on a fresh connection (any worker answers)."""
         from transport.http_signing import sign_request
 
         app = self._app(app_id)
         full = quote(f"/apps/{app.id}{path}")  # signed as sent (a channel may hold '#')
         data = b"" if body is None else json.dumps(body).encode()
         query = urlencode(sign_request(method, full, params or {}, app.key, app.secret, data))
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=HTTP_TIMEOUT)
+        fresh = conn is None
+        conn = conn or http.client.HTTPConnection(self.host, self.port, timeout=HTTP_TIMEOUT)
         try:
             conn.request(method, f"{full}?{query}", body=data or None,
                          headers={"Content-Type": "application/json"} if data else {})
             response = conn.getresponse()
             text = response.read()
         finally:
-            conn.close()
+            if fresh:
+                conn.close()
         return response.status, json.loads(text) if text else None
+
+    def _publisher(self) -> http.client.HTTPConnection:
+        """This thread's kept-alive connection for broadcasts, as an SDK publishes (one worker takes them)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = http.client.HTTPConnection(self.host, self.port, timeout=HTTP_TIMEOUT)
+            self._publishers.append(conn)
+        return conn
 
     def broadcast(self, app_id: str, channels: str | Iterable[str], event: str, data: Any,
                   socket_id: str | None = None) -> None:
@@ -274,7 +276,13 @@ class WorkerNode:
         body = {"name": event, "channels": list(channels), "data": encoded}
         if socket_id is not None:
             body["socket_id"] = socket_id
-        status, answer = self.api("POST", app.id, "/events", body=body)
+        try:
+            status, answer = self.api("POST", app.id, "/events", body=body, conn=self._publisher())
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            # The worker closed the kept-alive connection while it idled: send again on a new one.
+            self._local.conn.close()
+            self._local.conn = None
+            status, answer = self.api("POST", app.id, "/events", body=body, conn=self._publisher())
         if status != 200:
             raise ActorcastError(f"POST /apps/{app.id}/events answered {status}: {answer}")
 
@@ -328,6 +336,8 @@ class WorkerNode:
         if not self.running:
             return
         self.running = False
+        for conn in self._publishers:
+            conn.close()
         try:
             code = self.process.stop(timeout=STOP_TIMEOUT)
         finally:
@@ -337,12 +347,6 @@ class WorkerNode:
         if first_bad is not None or code != 0:
             shown = self.process.output[first_bad:first_bad + 40] if first_bad is not None else self.process.output[-20:]
             raise AssertionError(f"the worker node exited with {code} and logged:\n" + "\n".join(shown))
-
-    def __enter__(self) -> WorkerNode:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
     def __getattr__(self, name: str) -> Any:
         raise _refuse("workers2", f"node.{name}")

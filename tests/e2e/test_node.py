@@ -12,16 +12,9 @@ import pykka
 import pytest
 
 from actors import ActorcastError, App, ProtocolError
-from tests.topology import known_bug
 from tests.wsclient import OP_PING, OP_PONG, OP_TEXT, PusherClient, RawClient, frame_bytes
 
 SOCKET_ID_RE = re.compile(r"^\d+\.\d+$")
-
-OUT_OF_ORDER = (
-    "one publisher's triggers, each answered 200 before the next, reach subscribers on the other node "
-    "out of order when consecutive calls land on different nodes (handed to the bus != delivered "
-    "there)"
-)
 
 
 def read_until(client, event: str, timeout: float = 5.0) -> list[dict]:
@@ -133,7 +126,6 @@ def test_broadcast_reaches_every_subscriber_exactly_once_and_in_order(node, open
         assert [json.loads(m["data"])["i"] for m in got] == list(range(50))
 
 
-@known_bug(OUT_OF_ORDER, some_runs=("workers2",))
 def test_broadcasts_from_several_threads_each_arrive_once(node, open_client):
     import threading
 

@@ -32,6 +32,14 @@ INSTANT_REPLICA = (
     "missing from the next joiner's subscription_succeeded on the other node (the replica lags ~1 ms) "
     "and reaches it as a member_added instead"
 )
+PRESENCE_LIMIT = (
+    "max_presence_members is checked against the replica: a join on another node within the "
+    "replication window (~1 ms) is admitted past the limit"
+)
+PRESENCE_FLAP = (
+    "a user whose second socket joined on another node within the replication window (~1 ms) is "
+    "announced member_removed when the first socket leaves, then member_added again"
+)
 LOCAL_COUNT_EVENT = (
     "pusher_internal:subscription_count carries each node's own count, never the channel's "
     "cluster-wide count"
@@ -181,6 +189,7 @@ def test_member_removed_only_when_the_users_last_socket_unsubscribes(sdk, node, 
     assert removed["data_decoded"] == {"user_id": "u2"}
 
 
+@known_bug(PRESENCE_FLAP, some_runs=("redis2", "workers2"))
 def test_member_removed_only_when_the_users_last_socket_disconnects(sdk, node, connect):
     a, b1, b2 = connect(), connect(), connect()
     join_presence(sdk, a, "presence-room", "u1")
@@ -195,6 +204,7 @@ def test_member_removed_only_when_the_users_last_socket_disconnects(sdk, node, c
     assert removed["data_decoded"] == {"user_id": "u2"}
 
 
+@known_bug(PRESENCE_LIMIT, some_runs=("redis2", "workers2"))
 def test_presence_member_limit_refuses_a_new_user_but_admits_a_members_second_socket(start_node, open_client, sdk):
     node = start_node(max_presence_members=2)
     a, b, c, a2 = (open_client(node) for _ in range(4))
@@ -211,8 +221,7 @@ def test_presence_member_limit_refuses_a_new_user_but_admits_a_members_second_so
     assert join_presence(sdk, a2, "presence-room", "u1")["data_decoded"]["presence"]["count"] == 2
 
 
-@known_bug("max_presence_members is checked against the replica: a join on another node within the "
-           "replication window (~1 ms) is admitted past the limit", some_runs=("redis2", "workers2"))
+@known_bug(PRESENCE_LIMIT, some_runs=("redis2", "workers2"))
 def test_client_event_from_a_socket_refused_by_the_presence_limit_is_a_pusher_error(start_node, open_client, sdk):
     node = start_node(max_presence_members=1)
     member, refused = open_client(node), open_client(node)

@@ -16,17 +16,10 @@ import pytest
 import websocket
 
 from tests.conftest import wait_until
-from tests.topology import known_bug
 from tests.wsclient import Closed, PusherClient
 
 CHANNEL = "race"
 MESSAGES = 300
-
-OUT_OF_ORDER = (
-    "one publisher's triggers, each answered 200 before the next, reach subscribers on the other node "
-    "out of order when consecutive calls land on different nodes (handed to the bus != delivered "
-    "there)"
-)
 
 
 def _seq(message: dict) -> int | None:
@@ -44,7 +37,6 @@ def _read_seqs(client: PusherClient, want: int, timeout: float = 10.0) -> list[i
     return seqs
 
 
-@known_bug(OUT_OF_ORDER, some_runs=("workers2",))
 def test_churn_during_a_burst_loses_nothing_for_steady_subscribers_and_duplicates_nothing(node):
     steady = [PusherClient.connect(node.port) for _ in range(8)]
     for client in steady:
