@@ -28,7 +28,8 @@ from .channel import ChannelActor
 from .connection import ConnectionActor
 from .metrics import MetricsActor
 from .node import Node
-from .runtime import GeventActor, GeventFuture, HubThread
+from .hub import HubThread
+from .runtime import GeventActor, GeventFuture
 
 __all__ = [
     "ActorcastError",

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from transport.errors import ConfigError
 
 from .cli import build_parser, node_from_args
-from .runtime import HubThread
+from .hub import HubThread
 from .worker_bus import WorkerBus
 
 __all__ = ["main"]

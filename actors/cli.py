@@ -22,7 +22,7 @@ from transport.config import App, apps_from_env, load_apps
 from transport.errors import ConfigError
 
 from .node import Node
-from .runtime import HubThread
+from .hub import HubThread
 from .workers import Supervisor, WorkerStartError, worker_count
 
 __all__ = ["main"]

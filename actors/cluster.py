@@ -75,6 +75,8 @@ class Cluster:
         self._request_ids = itertools.count()
         self._timer: Any = None
         self._running = False
+        #: Our own publishes on the bus that have not come back yet (shutdown waits for them).
+        self.publishes_in_flight = 0
         self._synced = False  # presence exchanged since the bus last (re)connected
         # Connection quotas across the cluster: every node's admitted count per
         # app, decided in the bus's one order (see admit), and this node's own.
@@ -129,6 +131,23 @@ class Cluster:
             return done
         return self.bus.publish(wire.encode(message))
 
+    def publish(self, message: wire.Publish, deliver_here: Callable[[], None]) -> gevent.event.AsyncResult:
+        """Put our own publish on the bus; we deliver it when it comes back (in the bus's order).
+
+        If the bus refuses it, ``deliver_here()`` runs at once: this node's
+        clients still get it (the others miss it: at most once, as Pusher).
+        """
+        self.publishes_in_flight += 1
+        handed = self.send(message)
+
+        def refused(result: gevent.event.AsyncResult) -> None:
+            if not result.successful():
+                self.publishes_in_flight -= 1
+                deliver_here()
+
+        handed.rawlink(refused)
+        return handed
+
     def request(self, app_id: str, query: str, params: dict[str, Any]) -> list[Any]:
         """Ask every other live node; their answers within ``request_timeout`` (blocks this greenlet).
 
@@ -169,7 +188,10 @@ class Cluster:
                 return
         elif origin == self.node_id:
             self._heard_self = now
-            return  # our own, delivered locally already
+            if kind is wire.Publish:  # our own publish, back in the bus's order: delivered here now
+                self.publishes_in_flight = max(self.publishes_in_flight - 1, 0)
+                self._to_app(message.app_id, RemotePublish(message.frames, message.except_socket_id))
+            return
         if kind is wire.Bye:
             self._drop(origin, "stopped")
             return

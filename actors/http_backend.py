@@ -47,8 +47,8 @@ class NodeBackend:
         if not self.accepting or app.id not in self.app_actors:
             raise HttpError(503, "Server is shutting down; try another node")
         # Encoded once per channel here, for this node and every other one.
-        frames = tuple((channel, protocol.event_frame(channel, event, data)) for channel in channels)
-        handed = self.publish(app.id, frames, socket_id)
+        events = tuple((channel, protocol.event_json(channel, event, data)) for channel in channels)
+        handed = self.publish(app.id, events, socket_id)
         if handed is None:
             return
         # Answered only once the event is on the bus: one publisher's events
@@ -56,7 +56,7 @@ class NodeBackend:
         try:
             handed.get(timeout=BUS_ACK_TIMEOUT)
         except (BusDown, gevent.Timeout) as exc:
-            # Delivered here; the other nodes miss it (at most once, as Pusher).
+            # Delivered here all the same; the other nodes miss it (at most once, as Pusher).
             now = time.monotonic()
             if now - self._last_bus_warning >= 10:
                 log.warning("cluster bus did not take a trigger (%r): delivered on this node only", exc)

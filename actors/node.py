@@ -8,7 +8,7 @@
     node.stop()                       # closes every connection, actor and socket
 
 A node runs on a gevent hub of its own (a background thread, see
-``runtime.HubThread``), so it embeds in plain threaded code; every public
+``hub.HubThread``), so it embeds in plain threaded code; every public
 method here is safe to call from any thread.
 """
 
@@ -25,7 +25,7 @@ from pykka import ActorDeadError, Timeout
 
 from transport import cluster as wire
 from transport import names, protocol, text
-from transport.frames import text_of_frame
+from transport.frames import text_frame
 from transport.config import App, AppTable, ServerLimits
 from transport.errors import ActorcastError
 from transport.metrics_endpoint import make_metrics_server
@@ -40,10 +40,11 @@ from .connection import ActorSession, ConnectionActor
 from .http_backend import NodeBackend
 from .messages import Barrier, PublishFrames
 from .metrics import MetricsActor
-from .runtime import HubThread, proxy_of, sleep, tell_if_alive
+from .hub import HubThread
+from .runtime import proxy_of, sleep, tell_if_alive
 from .webhooks import WebhookActor, WebhookTimings
 
-__all__ = ["Node"]
+__all__ = ["Node", "check_broadcast"]
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,8 @@ class Node:
                 sleep(0.01)  # requests past their head finish and are answered
         if self._backend is not None:
             self._backend.accepting = False  # one still reading its body gets 503, not a 200 we would drop
+        while self.cluster.publishes_in_flight and time.monotonic() < deadline:
+            sleep(0.01)  # our own publishes are delivered here when the bus brings them back
         self._deliver_accepted(deadline)
         for ref in list(self._app_actors.values()):
             try:
@@ -266,40 +269,36 @@ class Node:
         app = self.apps.by_id(app_id)
         if app is None:
             raise ActorcastError(f"unknown app id {app_id!r}")
-        if isinstance(channels, str):
-            channels = (channels,)
-        else:
-            channels = tuple(channels)
-        for channel in channels:
-            names.validate_channel_name(channel, app.max_channel_name_length, allow_server_to_user=True)
-        names.validate_event_name(event, app.max_event_name_length)
+        channels, encoded = check_broadcast(app, channels, event, data)
         if not self.running:
             raise ActorcastError("node is not running")
-        # Encode here, in the caller's thread: a value JSON cannot carry fails
-        # in the caller, not inside the app actor.
-        try:
-            encoded = protocol.encode_data(data)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise ActorcastError(f"event data is not JSON-serializable: {exc}") from exc
-        if text.has_lone_surrogate(encoded):
-            raise ActorcastError("event data holds a lone surrogate (e.g. '\\ud800'): it has no UTF-8 form")
-        frames = tuple((channel, protocol.event_frame(channel, event, encoded)) for channel in channels)
-        self._hub.post(self._publish, app.id, frames, socket_id)
+        events = tuple((channel, protocol.event_json(channel, event, encoded)) for channel in channels)
+        self._hub.post(self._publish, app.id, events, socket_id)
 
     def _call_in_hub(self, func: Any, *args: Any) -> None:
         # Always through the loop, even from the hub itself: a bus delivery
         # never runs inside the code that published it.
         self._hub.hub.loop.run_callback_threadsafe(func, *args)
 
-    def _publish(self, app_id: str, frames: Any, socket_id: str | None) -> Any:
-        """Deliver here, then hand the same frames to the other nodes; the bus's result (on the hub)."""
+    def _publish(self, app_id: str, events: Any, socket_id: str | None) -> Any:
+        """Deliver ``events`` ((channel, event JSON) pairs) on every node; the bus's result, or None alone.
+
+        On a cluster this node delivers its own publish when the bus brings it
+        back, as every other node does: all of them then see one publisher's
+        events in the bus's one order, even when its calls reach different
+        nodes. Only if the bus refuses it is it delivered here at once.
+        """
         ref = self._app_actors.get(app_id)
-        if ref is not None:
-            tell_if_alive(ref, PublishFrames(frames, socket_id, time.monotonic()))
+
+        def deliver_here() -> None:
+            if ref is not None:
+                frames = tuple((channel, text_frame(event)) for channel, event in events)
+                tell_if_alive(ref, PublishFrames(frames, socket_id, time.monotonic()))
+
         if self.cluster.solo:
+            deliver_here()
             return None
-        events = tuple((channel, text_of_frame(frame)) for channel, frame in frames)
-        return self.cluster.send(wire.Publish(self.node_id, app_id, events, socket_id))
+        return self.cluster.publish(wire.Publish(self.node_id, app_id, events, socket_id), deliver_here)
 
     # --- glue and queries ------------------------------------------------------
 
@@ -359,3 +358,22 @@ class Node:
 def _left(deadline: float) -> float:
     """Seconds until ``deadline``, at least a sliver (asks need a positive timeout)."""
     return max(deadline - time.monotonic(), 0.01)
+
+
+def check_broadcast(app: App, channels: str | Iterable[str], event: str, data: Any) -> tuple[tuple[str, ...], str]:
+    """What ``Node.broadcast`` checks in the caller's thread; returns the channels and the data as sent.
+
+    Names raise ProtocolError; data JSON cannot carry (NaN, objects, lone
+    surrogates) raises ActorcastError here, in the caller, never inside an actor.
+    """
+    channels = (channels,) if isinstance(channels, str) else tuple(channels)
+    for channel in channels:
+        names.validate_channel_name(channel, app.max_channel_name_length, allow_server_to_user=True)
+    names.validate_event_name(event, app.max_event_name_length)
+    try:
+        encoded = protocol.encode_data(data)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ActorcastError(f"event data is not JSON-serializable: {exc}") from exc
+    if text.has_lone_surrogate(encoded):
+        raise ActorcastError("event data holds a lone surrogate (e.g. '\\ud800'): it has no UTF-8 form")
+    return channels, encoded

@@ -262,15 +262,17 @@ class RedisBus:
 
     def _subscribe(self) -> Any:
         conn = self._connection_class(**self._options, client_name=self._client_names[0])
+        subscribed = False
         try:
             conn.connect()
             conn.send_command("SUBSCRIBE", self.channel)
             reply = conn.read_response()
             if not (isinstance(reply, list) and reply and reply[0] == b"subscribe"):
                 raise RedisError(f"unexpected answer to SUBSCRIBE: {reply!r:.80}")
-        except BaseException:
-            conn.disconnect()
-            raise
+            subscribed = True
+        finally:
+            if not subscribed:  # whatever went wrong goes on up; the half-open connection does not stay
+                conn.disconnect()
         return conn
 
     def _pump(self, conn: Any) -> None:

@@ -222,13 +222,14 @@ class SharedLoopActor(GeventActor):
             response = self._handle_receive(envelope.message)
             if envelope.reply_to is not None:
                 envelope.reply_to.set(response)
-        except Exception:
+        except Exception as error:  # handed on, as Pykka does: to the asker, or to supervision
+            exc_info = (type(error), error, error.__traceback__)
             if envelope.reply_to is not None:
-                log.debug("exception returned from %s to its caller", self, exc_info=True)
-                envelope.reply_to.set_exception()
+                log.debug("exception returned from %s to its caller", self, exc_info=exc_info)
+                envelope.reply_to.set_exception(exc_info)
             else:
-                self._handle_failure(*sys.exc_info())
-                self.on_failure(*sys.exc_info())
+                self._handle_failure(*exc_info)
+                self.on_failure(*exc_info)
 
     def _refuse_pending(self) -> None:
         # Pykka's teardown: asks still queued learn the actor is gone.

@@ -48,7 +48,7 @@ from transport.config import ServerLimits
 from transport.errors import ActorcastError, ConfigError
 from transport.metrics_endpoint import make_metrics_server
 
-from .runtime import HubThread
+from .hub import HubThread
 from .worker_bus import Relay
 
 __all__ = ["Supervisor", "WorkerStartError", "worker_count"]
@@ -147,6 +147,7 @@ class Supervisor:
         """
         self.dir = tempfile.mkdtemp(prefix="actorcast-")
         os.mkdir(self.metrics_dir)
+        started = False
         try:
             self._reserve_port()
             self._hub.start(self._start_in_hub)
@@ -154,10 +155,11 @@ class Supervisor:
             for worker in self.workers:
                 self._spawn(worker)
             self._wait_ready()
-        except BaseException:
-            self._stop_workers(grace=1.0)
-            self._close()
-            raise
+            started = True
+        finally:
+            if not started:  # a worker that cannot start, say: undo what started, let the error through
+                self._stop_workers(grace=1.0)
+                self._close()
         log.info("actorcast listening on ws://%s:%d/app/{key} (metrics on %s), %d workers", self.host, self.port,
                  f"http://{self.metrics_host}:{self.metrics_port}/metrics" if self.metrics_port is not None else "off",
                  self.count)

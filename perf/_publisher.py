@@ -6,8 +6,8 @@ greenlet on the node's hub publishes to its channels in turn, the k-th
 publish due at ``start + k / rate``; when it wakes late it publishes every
 publish already due, at once (the rate is kept; lateness is measured, not
 hidden). Each publish goes the way an HTTP trigger's does once parsed
-(``Node._publish`` on the hub, the frame encoded once): local delivery, then
-the bus. There is no thread hop, so no GIL hand-over is measured: the
+(``Node._publish`` on the hub, the event encoded once): onto the bus, and
+delivered on every node, this one included, as the bus brings it back. There is no thread hop, so no GIL hand-over is measured: the
 latency is the node's and the bus's, not this tool's.
 
 Each channel has its own sequence (one publisher per channel in the
@@ -64,8 +64,8 @@ def run_rate(node: Any, app_id: str, cmd: dict, seqs: dict[str, int]) -> dict:
             t = time.monotonic()
             q = quantize_us(max(0.0, t - (start + sent / rate)) * 1e6)
             late[q] = late.get(q, 0) + 1
-            frame = protocol.event_frame(channel, EVENT, make_data(seq, t, payload))
-            result = node._publish(app_id, ((channel, frame),), None)  # noqa: SLF001 - the HTTP API's door
+            event = protocol.event_json(channel, EVENT, make_data(seq, t, payload))
+            result = node._publish(app_id, ((channel, event),), None)  # noqa: SLF001 - the HTTP API's door
             if result is not None:
                 result.rawlink(lambda r, t=t: acked(r, t))
                 linked[0] += 1

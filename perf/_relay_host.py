@@ -26,7 +26,7 @@ def main() -> None:
     """Run the relay on the socket path given, until stdin closes."""
     die_with_parent()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from actors.runtime import HubThread
+    from actors.hub import HubThread
     from actors.worker_relay import Relay
 
     path = sys.argv[1]

@@ -258,21 +258,12 @@ class WorkerNode:
                   socket_id: str | None = None) -> None:
         """What ``Node.broadcast`` does, through ``POST /apps/{id}/events`` (checked here first, as it is)."""
         from actors import ActorcastError
-        from transport import names, protocol, text
+        from actors.node import check_broadcast
 
         app = self._app(app_id)
-        channels = (channels,) if isinstance(channels, str) else tuple(channels)
-        for channel in channels:
-            names.validate_channel_name(channel, app.max_channel_name_length, allow_server_to_user=True)
-        names.validate_event_name(event, app.max_event_name_length)
+        channels, encoded = check_broadcast(app, channels, event, data)
         if not self.running:
             raise ActorcastError("node is not running")
-        try:
-            encoded = protocol.encode_data(data)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise ActorcastError(f"event data is not JSON-serializable: {exc}") from exc
-        if text.has_lone_surrogate(encoded):
-            raise ActorcastError("event data holds a lone surrogate (e.g. '\\ud800'): it has no UTF-8 form")
         body = {"name": event, "channels": list(channels), "data": encoded}
         if socket_id is not None:
             body["socket_id"] = socket_id

@@ -37,6 +37,7 @@ __all__ = [
     "encode_data",
     "error_frame",
     "event_frame",
+    "event_json",
     "new_socket_id",
     "parse_client_message",
 ]
@@ -268,15 +269,20 @@ def _frame(message: dict) -> bytes:
     return text_frame(dumps(message))
 
 
-def event_frame(channel: str | None, event: str, data: Any, user_id: str | None = None) -> bytes:
-    """A finished frame for one event on one channel (the broadcast encoder)."""
+def event_json(channel: str | None, event: str, data: Any, user_id: str | None = None) -> str:
+    """The JSON text of one event on one channel: what a frame carries, and a cluster publish."""
     message: dict[str, Any] = {"event": event}
     if channel is not None:
         message["channel"] = channel
     message["data"] = encode_data(data)
     if user_id is not None:
         message["user_id"] = user_id
-    return _frame(message)
+    return dumps(message)
+
+
+def event_frame(channel: str | None, event: str, data: Any, user_id: str | None = None) -> bytes:
+    """A finished frame for one event on one channel (the broadcast encoder)."""
+    return text_frame(event_json(channel, event, data, user_id))
 
 
 def connection_established_frame(socket_id: str, activity_timeout: int) -> bytes:

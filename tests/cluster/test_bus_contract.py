@@ -22,7 +22,7 @@ import gevent.event
 import pytest
 
 from actors.bus import BusDown, MemoryBus
-from actors.runtime import HubThread
+from actors.hub import HubThread
 
 TIMEOUT = 5.0
 

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import pytest
 
 from actors.bus import BusDown
-from actors.runtime import HubThread
+from actors.hub import HubThread
 from actors.worker_bus import GREETING, MAX_FRAME, Relay, WorkerBus
 from tests.cluster import test_bus_contract as contract
 from tests.cluster.test_bus_contract import (  # noqa: F401 - collected here against the workers' bus

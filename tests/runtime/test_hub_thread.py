@@ -14,7 +14,8 @@ import gevent
 import pykka
 import pytest
 
-from actors.runtime import GeventActor, HubThread
+from actors.hub import HubThread
+from actors.runtime import GeventActor
 
 TIMEOUT = 2.0
 REPO = Path(__file__).resolve().parents[2]
@@ -210,7 +211,7 @@ def test_in_a_monkey_patched_process_the_hub_thread_shares_the_callers_hub():
         from gevent import monkey
         monkey.patch_all()
         import gevent, threading
-        from actors.runtime import HubThread
+        from actors.hub import HubThread
 
         hub = HubThread()
         assert hub.start(gevent.get_hub) is gevent.get_hub()
