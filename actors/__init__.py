@@ -26,9 +26,9 @@ from .adapter import Adapter, LocalAdapter
 from .app import AppActor
 from .channel import ChannelActor
 from .connection import ConnectionActor
+from .hub import HubThread
 from .metrics import MetricsActor
 from .node import Node
-from .hub import HubThread
 from .runtime import GeventActor, GeventFuture
 
 __all__ = [

@@ -14,7 +14,8 @@ import logging
 import os
 import signal
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from transport.errors import ConfigError
 

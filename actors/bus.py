@@ -39,7 +39,8 @@ as with Pusher itself.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import gevent.event
 

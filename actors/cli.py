@@ -16,13 +16,14 @@ import logging
 import os
 import signal
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from transport.config import App, apps_from_env, load_apps
 from transport.errors import ConfigError
 
-from .node import Node
 from .hub import HubThread
+from .node import Node
 from .workers import Supervisor, WorkerStartError, worker_count
 
 __all__ = ["main"]

@@ -25,7 +25,8 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gevent
 import gevent.event
@@ -33,10 +34,10 @@ import gevent.event
 from transport import cluster as wire
 from transport.errors import ProtocolError
 
+from .app_webhooks import RemoteOccupancy
 from .bus import Bus, BusDown, NoBus, describe
 from .messages import NodeGone, RemoteMember, RemotePublish, RemoteSync, TerminateUser
 from .runtime import call_later, proxy_of, tell_if_alive
-from .app_webhooks import RemoteOccupancy
 
 __all__ = ["Cluster", "DEAD_AFTER"]
 
@@ -294,7 +295,7 @@ class Cluster:
         if self.peers.pop(node, None) is None:
             return
         log.warning("node %s left the cluster (%s); its members are removed", node, why)
-        for waiting, answers, done in self._requests.values():
+        for waiting, _answers, done in self._requests.values():
             waiting.discard(node)
             if not waiting:
                 done.set()

@@ -18,29 +18,30 @@ import itertools
 import logging
 import random
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from pykka import ActorDeadError, Timeout
 
 from transport import cluster as wire
 from transport import names, protocol, text
-from transport.frames import text_frame
 from transport.config import App, AppTable, ServerLimits
 from transport.errors import ActorcastError
+from transport.frames import text_frame
 from transport.metrics_endpoint import make_metrics_server
 from transport.routes import NodeRoutes
 from transport.server import HttpServer
 
 from .adapter import make_adapter
+from .app import AppActor
 from .bus import describe
 from .cluster import Cluster
-from .app import AppActor
 from .connection import ActorSession, ConnectionActor
 from .http_backend import NodeBackend
+from .hub import HubThread
 from .messages import Barrier, PublishFrames
 from .metrics import MetricsActor
-from .hub import HubThread
 from .runtime import proxy_of, sleep, tell_if_alive
 from .webhooks import WebhookActor, WebhookTimings
 

@@ -19,8 +19,8 @@ import collections
 import itertools
 import logging
 import os
-import time
 import sys
+import time
 import traceback
 from typing import Any
 

@@ -30,7 +30,8 @@ import logging
 import socket as _socket
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gevent
 import gevent.event

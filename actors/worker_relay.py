@@ -18,7 +18,6 @@ import gevent
 import gevent.event
 from gevent import socket as gsocket
 
-
 __all__ = ["GREETING", "MAX_FRAME", "Relay"]
 
 log = logging.getLogger(__name__)

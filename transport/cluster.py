@@ -26,7 +26,8 @@ its own broadcasts by it. ``target`` names the node a reply is meant for
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Union
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import ujson
 
@@ -181,9 +182,9 @@ class Count(NamedTuple):
     seq: int
 
 
-ClusterMessage = Union[
-    Publish, Member, Occupancy, Heartbeat, Bye, SyncRequest, Sync, TerminateUser, Request, Answer, Admit, Release, Count
-]
+ClusterMessage = (
+    Publish | Member | Occupancy | Heartbeat | Bye | SyncRequest | Sync | TerminateUser | Request | Answer | Admit | Release | Count
+)
 
 #: Kind name on the wire -> message class.
 KINDS: dict[str, type] = {
@@ -240,7 +241,7 @@ def encode(message: ClusterMessage) -> bytes:
     if kind is None:
         raise TypeError(f"not a cluster message: {type(message).__name__}")
     obj: dict[str, Any] = {"k": kind}
-    for name, value in zip(message._fields, message):
+    for name, value in zip(message._fields, message, strict=True):
         obj[_KEYS[name]] = value
     text = ujson.dumps(obj, ensure_ascii=False, escape_forward_slashes=False, allow_nan=False)
     return text.encode("utf-8")

@@ -24,8 +24,9 @@ Routes (``{id}`` is the app id)::
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote
 
 import ujson

@@ -14,7 +14,8 @@ the answer read up to the end of its head; the body is not needed.
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 __all__ = ["MAX_HEAD_BYTES", "ResponseHead", "head_end", "parse_url", "request"]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 from .errors import HttpError
 

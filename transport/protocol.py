@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 from urllib.parse import parse_qs
 
 import ujson
@@ -123,7 +123,7 @@ class Unknown:
     event: str
 
 
-ClientMessage = Union[Ping, Pong, Subscribe, Unsubscribe, Signin, ClientEvent, Unknown]
+ClientMessage = Ping | Pong | Subscribe | Unsubscribe | Signin | ClientEvent | Unknown
 
 
 def _field(data: dict, name: str, *, required: bool = True) -> str | None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gevent
 
@@ -76,7 +77,7 @@ class NodeRoutes:
         if path.startswith(("/apps/", "/users/")) and self.backend is not None:
             answer = handle_request(request.method, path, request.query, body, self.apps, self.backend, time.time())
             return Reply(answer.status, answer.encoded(), _JSON)
-        return Reply(404, f"Not found: {path}".encode("utf-8"))
+        return Reply(404, f"Not found: {path}".encode())
 
     def upgrade(self, request: Request, sock: socket.socket, early: bytes) -> None:
         if self.quota is not None:

@@ -19,8 +19,9 @@ wants, holds back ``channel_vacated`` / ``member_removed`` in a
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .auth import webhook_signature
 from .errors import ConfigError

@@ -20,7 +20,8 @@ import logging
 import socket
 import weakref
 from collections import deque
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import gevent
 

@@ -20,7 +20,7 @@ import logging
 import socket
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 import gevent
 from gevent.socket import wait_write
@@ -186,7 +186,7 @@ class SocketWriter:
                     give_up_at = time.monotonic() + CLOSE_GRACE_SECONDS
                 try:
                     wait_write(self._sock.fileno(), timeout=DRAIN_POLL_SECONDS)
-                except socket.timeout:
+                except TimeoutError:
                     if give_up_at is not None and time.monotonic() >= give_up_at:
                         log.debug("gave up flushing a closing socket")
                         break
