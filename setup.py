@@ -18,7 +18,7 @@ setup(
         "redis>=5,<6",  # the Redis adapter (actors/redis_bus.py)
     ],
     extras_require={
-        "test": ["pytest>=8", "websocket-client>=1.6", "pusher>=3.3"],
+        "test": ["pytest>=8", "websocket-client>=1.6", "pusher>=3.3", "ruff>=0.6", "mypy>=1.10"],
     },
     entry_points={"console_scripts": ["actorcast=actors.cli:main"]},
 )

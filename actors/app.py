@@ -282,7 +282,7 @@ class AppActor(WebhookShare, ClusterShare, GeventActor):
         entry = self.channels.get(name)
         return entry.ref if entry is not None else None
 
-    def _channel(self, name: str, *, create: bool = False) -> _Entry:
+    def _channel(self, name: str, *, create: bool = False) -> _Entry | None:
         entry = self.channels.get(name)
         if entry is None and create:
             remote = self.remote.users(name) if names.channel_kind(name) is names.ChannelKind.PRESENCE else None

@@ -10,6 +10,7 @@ its members' comings and goings, keeps the replica of everybody else's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from transport import cluster as wire
@@ -29,7 +30,9 @@ class ClusterShare:
     local_members: dict[str, dict[str, Any]]
     origin: str
     remote: Any
-    # and the app actor's _forward(name, message) and _send_leaves()
+    # and the app actor's methods:
+    _forward: Callable[[str, Any], None]
+    _send_leaves: Callable[[], None]
 
     def _local_member(self, message: LocalMember) -> None:
         members = self.local_members.setdefault(message.channel, {})

@@ -182,41 +182,40 @@ class Cluster:
             return
         origin = message.origin
         now = time.monotonic()
-        kind = type(message)
-        if kind is wire.Admit or kind is wire.Release or kind is wire.Count:
+        if isinstance(message, (wire.Admit, wire.Release, wire.Count)):
             self._quota_message(message)  # our own too: every node applies the stream in one order
             if origin == self.node_id:
                 return
         elif origin == self.node_id:
             self._heard_self = now
-            if kind is wire.Publish:  # our own publish, back in the bus's order: delivered here now
+            if isinstance(message, wire.Publish):  # our own publish, back in the bus's order: delivered here now
                 self.publishes_in_flight = max(self.publishes_in_flight - 1, 0)
                 self._to_app(message.app_id, RemotePublish(message.frames, message.except_socket_id))
             return
-        if kind is wire.Bye:
+        if isinstance(message, wire.Bye):
             self._drop(origin, "stopped")
             return
         if origin not in self.peers:
             log.info("node %s joined the cluster (%s)", origin, describe(self.bus))
         self.peers[origin] = now
-        if kind is wire.Publish:
+        if isinstance(message, wire.Publish):
             self._to_app(message.app_id, RemotePublish(message.frames, message.except_socket_id))
-        elif kind is wire.Member:
+        elif isinstance(message, wire.Member):
             self._to_app(message.app_id, RemoteMember(origin, message.channel, message.user_id, message.user_info,
                                                       message.joined))
-        elif kind is wire.Occupancy:
+        elif isinstance(message, wire.Occupancy):
             self._to_app(message.app_id, RemoteOccupancy(origin, message.channel, message.occupied))
-        elif kind is wire.Sync:
+        elif isinstance(message, wire.Sync):
             if message.target in ("", self.node_id):
                 self._to_app(message.app_id, RemoteSync(origin, message.members))
-        elif kind is wire.SyncRequest:
+        elif isinstance(message, wire.SyncRequest):
             gevent.spawn(self._answer_sync, origin)
             self._send_counts()
-        elif kind is wire.TerminateUser:
+        elif isinstance(message, wire.TerminateUser):
             self._to_app(message.app_id, TerminateUser(message.user_id))
-        elif kind is wire.Request:
+        elif isinstance(message, wire.Request):
             gevent.spawn(self._answer, message)
-        elif kind is wire.Answer:
+        elif isinstance(message, wire.Answer):
             self._collect(message)
 
     def _to_app(self, app_id: str, message: Any) -> None:
@@ -350,18 +349,17 @@ class Cluster:
         for app_id, count in self._mine.items():
             self.send(wire.Count(self.node_id, app_id, count))
 
-    def _quota_message(self, message: Any) -> None:
+    def _quota_message(self, message: wire.Admit | wire.Release | wire.Count) -> None:
         app = self.apps.by_id(message.app_id) if self.apps is not None else None
         if app is None or app.max_connections is None:
             return
         counts = self._counts.setdefault(app.id, {})
         origin = message.origin
-        kind = type(message)
-        if kind is wire.Count:
+        if isinstance(message, wire.Count):
             # A count is the sender's view when it sent it, which may lag its own
             # Admits already in the stream: it only seeds a node we knew nothing of.
             counts.setdefault(origin, message.seq)
-        elif kind is wire.Release:
+        elif isinstance(message, wire.Release):
             counts[origin] = max(counts.get(origin, 0) - message.seq, 0)
         else:
             admitted = sum(counts.values()) < app.max_connections

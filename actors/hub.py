@@ -113,6 +113,7 @@ class HubThread:
         if self._thread is None:
             return
         event = self._stop_event
+        assert event is not None  # set before the thread was started
         self.post(event.set)
         if not self.in_hub():
             self._thread.join(timeout)

@@ -188,6 +188,8 @@ class GeventActor(pykka.Actor):
     use ``ref.tell`` to fan out and ``ref.ask(..., timeout=...)`` only at edges.
     """
 
+    actor_inbox: _Inbox  # a gevent queue (Pykka leaves the type open)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # What pykka.Actor.__init__ sets up, made cheap enough for one actor
         # per connection: Pykka builds a threading.Event (a lock and a

@@ -30,7 +30,7 @@ import sys
 import time
 import weakref
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import gevent
 from pykka import ActorDeadError
@@ -111,7 +111,7 @@ class _Inbox:
     __slots__ = ("actor", "queue", "scheduled")
 
     def __init__(self) -> None:
-        self.actor: SharedLoopActor | None = None  # set by the actor right after creation
+        self.actor: SharedLoopActor = cast("SharedLoopActor", None)  # set by the actor right after creation
         self.queue: deque[Envelope[Any]] | None = None
         self.scheduled = _IDLE
 
@@ -151,6 +151,7 @@ class SharedLoopActor(GeventActor):
 
     #: Message types that only clean up; they wait in the loop's background lane.
     background_messages: frozenset[type] = frozenset({_ActorStop})
+    actor_inbox: _Inbox  # type: ignore[assignment]  # our inbox, not Pykka's queue type
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -307,8 +307,9 @@ class Supervisor:
         deadline = time.monotonic() + grace + STOP_MARGIN
         for worker in running:
             proc = worker.proc
+            assert proc is not None  # running workers have a process
             try:
-                code = proc.wait(timeout=max(deadline - time.monotonic(), 0.01))  # type: ignore[union-attr]
+                code = proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
             except subprocess.TimeoutExpired:
                 log.warning("worker %d (pid %d) did not stop within %.1f s; killed", worker.number, proc.pid,
                             grace + STOP_MARGIN)

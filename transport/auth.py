@@ -30,7 +30,7 @@ import hashlib
 import hmac
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import ujson
 
@@ -207,7 +207,7 @@ def parse_presence_channel_data(
                 f"user_info is {size} bytes of JSON; the limit is "
                 f"{max_user_info_bytes} bytes",
             )
-    return PresenceMember(user_id=user_id, user_info=user_info, raw=channel_data)
+    return PresenceMember(user_id=user_id, user_info=user_info, raw=cast(str, channel_data))  # a str: loaded above
 
 
 def parse_user_data(user_data: object) -> SignedInUser:
@@ -244,7 +244,7 @@ def parse_user_data(user_data: object) -> SignedInUser:
         id=user_id,
         user_info=obj.get("user_info"),
         watchlist=tuple(watchlist),
-        raw=user_data,
+        raw=cast(str, user_data),  # a str: loaded above
     )
 
 

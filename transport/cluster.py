@@ -27,7 +27,7 @@ its own broadcasts by it. ``target`` names the node a reply is meant for
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import ujson
 
@@ -336,7 +336,7 @@ _FIELD_CHECKS: dict[str, _Check] = {
 
 #: Message class -> [(field name, wire key, check)], in field order.
 _SCHEMAS: dict[type, list[tuple[str, str, _Check]]] = {
-    cls: [(name, _KEYS[name], _FIELD_CHECKS.get(name, _Checker.text)) for name in cls._fields]
+    cls: [(name, _KEYS[name], _FIELD_CHECKS.get(name, _Checker.text)) for name in cls._fields]  # type: ignore[attr-defined]
     for cls in KINDS.values()
 }
 
@@ -369,7 +369,7 @@ def decode(data: bytes) -> ClusterMessage:
     if cls is None:
         shown = kind[:40] if isinstance(kind, str) and not has_lone_surrogate(kind) else type(kind).__name__
         raise ProtocolError(None, f"Unknown cluster message kind: {shown!r}")
-    checker = _Checker(kind, has_unicode_escape(text))
+    checker = _Checker(cast(str, kind), has_unicode_escape(text))  # a str: KINDS matched it
     values = []
     for name, key, check in _SCHEMAS[cls]:
         if key not in obj:

@@ -161,7 +161,7 @@ def load_apps(text: str) -> list[App]:
 def apps_from_env(env: Mapping[str, str], base: App | None = None) -> App:
     """The default app, with ``ACTORCAST_APP_ID/KEY/SECRET`` overriding its fields."""
     base = base or App()
-    changes = {
+    changes: dict[str, Any] = {
         name: env[var]
         for name, var in (("id", "ACTORCAST_APP_ID"), ("key", "ACTORCAST_APP_KEY"), ("secret", "ACTORCAST_APP_SECRET"))
         if env.get(var)

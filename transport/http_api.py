@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import parse_qsl, unquote
 
 import ujson
@@ -107,9 +107,10 @@ def _route(method: str, path: str, query_string: str, body: bytes, apps: AppTabl
         return _terminate(method, app, parts[1], backend)
     if len(parts) < 3 or parts[0] != "apps":
         raise HttpError(404, f"Not found: {path}")
-    app = apps.by_id(parts[1])
-    if app is None:
+    found = apps.by_id(parts[1])
+    if found is None:
         raise HttpError(404, f"Unknown app id {parts[1]!r}")
+    app = found
     _authorize(app, method, path, query, body, now)
     rest = parts[2:]
     if rest == ["events"]:
@@ -247,7 +248,7 @@ def _validated_event(app: App, event: Any) -> tuple[tuple[str, ...], str, str, s
     socket_id = event.get("socket_id")
     if socket_id is not None and (not isinstance(socket_id, str) or not _SOCKET_ID.match(socket_id)):
         raise HttpError(400, f"Invalid socket_id {_shorten(socket_id)}: expected digits.digits")
-    return channels, name, data, socket_id
+    return channels, cast(str, name), data, socket_id  # validate_event_name checked it is a str
 
 
 def _channel_attributes(app: App, channels: Sequence[str], wanted: set[str], backend: Backend) -> dict[str, Any]:

@@ -157,7 +157,9 @@ class RemotePresence:
 
     def _remove(self, node_id: str, channel: str, user_id: str) -> Change | None:
         users = self._channels.get(channel)
-        nodes = users.get(user_id) if users is not None else None
+        if users is None:
+            return None
+        nodes = users.get(user_id)
         if nodes is None or node_id not in nodes:
             return None
         user_info = nodes.pop(node_id)

@@ -147,6 +147,7 @@ def _channel(value: Any, escaped: bool, complaint: str = "'channel' must be a st
 
 def _signin_field(data: dict, name: str, escaped: bool) -> str:
     value = _field(data, name)
+    assert value is not None  # required=True: _field raised instead
     if escaped and has_lone_surrogate(value):
         # Pusher answers a bad sign-in by closing with 4009, and so do we.
         raise ProtocolError(UNAUTHORIZED, f"Invalid sign-in: '{name}' holds {LONE_SURROGATE}", fatal=True)
@@ -219,11 +220,11 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
     names.check_event_name_characters(event)
     if event.startswith("client-"):
         channel = _channel(message.get("channel"), escaped, "A client event needs a 'channel' string")
-        data = message.get("data")
-        problem = json_problem(data, surrogates=escaped)
+        event_data = message.get("data")
+        problem = json_problem(event_data, surrogates=escaped)
         if problem is not None:
             raise ProtocolError(None, f"Client event data holds {problem}: JSON cannot carry it on")
-        return ClientEvent(event, channel, data)
+        return ClientEvent(event, channel, event_data)
     return Unknown(event)
 
 

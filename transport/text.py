@@ -53,7 +53,9 @@ NOT_FINITE = "NaN or Infinity"
 
 def has_unicode_escape(raw: str | bytes) -> bool:
     """True if raw JSON text holds a ``\\u`` escape, the only way to a lone surrogate."""
-    return (b"\\u" if isinstance(raw, (bytes, bytearray)) else "\\u") in raw
+    if isinstance(raw, (bytes, bytearray)):
+        return b"\\u" in raw
+    return "\\u" in raw
 
 
 def has_lone_surrogate(text: str) -> bool:

@@ -146,7 +146,8 @@ class WebSocketConnection:
 
     def refuse(self, error: ProtocolError) -> None:
         """Close before any session exists, saying why."""
-        self.writer.close(protocol.error_frame(error.code, error.message) + close_frame(error.code, error.message[:100]))
+        code = error.code if error.code is not None else 4000  # refusals always carry a code
+        self.writer.close(protocol.error_frame(code, error.message) + close_frame(code, error.message[:100]))
         self._ended = True
         # Runs in a libev callback (no waiting there): a socket that took the
         # bytes at once closes now, a full one gets a greenlet to drain it.
@@ -211,9 +212,10 @@ class WebSocketConnection:
                 try:
                     text = message.text
                 except ProtocolError as exc:
-                    self.writer.close(close_frame(exc.code, exc.message))
+                    self.writer.close(close_frame(exc.code if exc.code is not None else 1007, exc.message))
                     self._end(exc.message)
                     return
+                assert self.session is not None  # made on the upgrade, before any frame
                 self.session.text(text, len(message.payload))
             elif opcode == OP_PING:
                 self.writer.offer(encode_frame(OP_PONG, message.payload))
