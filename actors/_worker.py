@@ -31,12 +31,15 @@ ORPHAN_CHECK_SECONDS = 0.5
 
 
 def cluster_options(args: Any, env: dict[str, str]) -> dict[str, Any]:
-    """What makes a node a worker: the shared port, the parent's bus, no metrics port of its own.
+    """What makes a node a worker: its number, the shared port, the parent's bus, no metrics port of its own.
 
     A worker of a node that has an adapter of its own (Redis) uses that
     instead of the parent's bus, like any other node.
     """
     options: dict[str, Any] = {"metrics_port": None, "reuse_port": True}
+    number = env.get("ACTORCAST_WORKER_ID", "")
+    if number.isascii() and number.isdigit():  # shown by GET /usage
+        options["worker"] = int(number)
     own_adapter = getattr(args, "adapter", None) or env.get("ACTORCAST_ADAPTER")
     if env.get("ACTORCAST_BUS_SOCKET") and not own_adapter:
         options["adapter"] = WorkerBus(env["ACTORCAST_BUS_SOCKET"])

@@ -225,6 +225,10 @@ class AppActor(WebhookShare, ClusterShare, GeventActor):
         """Open connections of this app on this node."""
         return len(self.connections)
 
+    def usage(self) -> tuple[int, int]:
+        """``(connections, channels)`` of this app on this node, for ``GET /usage``."""
+        return len(self.connections), len(self.channels)
+
     def terminate_all(self, code: int, message: str) -> int:
         """Ask every connection to close with ``code``; returns how many were asked."""
         for ref in list(self.connections.values()):

@@ -114,6 +114,11 @@ class Cluster:
         """True while the bus carries messages (always, for a node alone)."""
         return self.solo or bool(self.bus.connected)
 
+    @property
+    def in_sync(self) -> bool:
+        """Connected, and presence re-synced with the others since the bus last (re)connected."""
+        return self.solo or (bool(self.bus.connected) and self._synced)
+
     def live_nodes(self) -> list[str]:
         """Every node believed alive, this one included."""
         return sorted({self.node_id, *self.peers})

@@ -30,7 +30,8 @@ from transport.config import App, AppTable, ServerLimits
 from transport.errors import ActorcastError
 from transport.frames import text_frame
 from transport.metrics_endpoint import make_metrics_server
-from transport.routes import NodeRoutes
+from transport.ops_log import OpsLog, RateLimiter
+from transport.routes import PROBES, NodeRoutes
 from transport.server import HttpServer
 
 from .adapter import make_adapter
@@ -38,11 +39,12 @@ from .app import AppActor
 from .bus import describe
 from .cluster import Cluster
 from .connection import ActorSession, ConnectionActor
+from .health import NodeHealth
 from .http_backend import NodeBackend
 from .hub import HubThread
 from .messages import Barrier, PublishFrames
 from .metrics import MetricsActor
-from .runtime import proxy_of, sleep, tell_if_alive
+from .runtime import call_later, proxy_of, sleep, tell_if_alive
 from .webhooks import WebhookActor, WebhookTimings
 
 __all__ = ["Node", "check_broadcast"]
@@ -70,6 +72,7 @@ class Node:
         heartbeat_interval: float = 2.0,
         request_timeout: float = 0.5,
         webhook_timings: WebhookTimings | None = None,
+        worker: int | None = None,
     ) -> None:
         self.apps = AppTable(list(apps) if apps is not None else [App()])
         self.limits = limits or ServerLimits()
@@ -90,6 +93,9 @@ class Node:
         self.webhook_timings = webhook_timings
         self.adapter = make_adapter(adapter)
         self.reuse_port = reuse_port  # SO_REUSEPORT: worker processes sharing one port
+        self.worker = worker  # this process's number under ``actorcast serve --workers N`` (1..N), or None
+        limits = self.limits  # one budget of refusal lines per client address, for the whole node (on its hub)
+        self._ops = OpsLog(RateLimiter(limits.max_log_lines_per_client, limits.log_window), schedule=call_later)
         # One random number names this node: the origin of its cluster
         # messages and the first half of its socket ids, so socket ids are
         # unique across workers and nodes (exclusion by socket_id relies on it).
@@ -99,6 +105,7 @@ class Node:
         self.cluster = Cluster(self.node_id, self.adapter, self._app_actors, self._call_in_hub,
                                heartbeat_interval=heartbeat_interval, request_timeout=request_timeout,
                                apps=self.apps)
+        self._health = NodeHealth(self.node_id, worker, self.cluster, self._app_actors)
         self.running = False
 
     # --- lifecycle -------------------------------------------------------------
@@ -117,8 +124,11 @@ class Node:
         if not self.cluster.connected:
             log.warning("the cluster bus (%s) is not connected yet; serving this node's clients meanwhile",
                         describe(self.adapter))
-        log.info("actorcast listening on ws://%s:%d/app/{key} (metrics on %s)", self.host, self.port,
-                 f"http://{self.metrics_host}:{self.metrics_port}/metrics" if self.metrics_port is not None else "off")
+        if self.worker is not None:  # the parent says where the port and the metrics are, once
+            log.debug("worker %d listening on port %d as node %s", self.worker, self.port, self.node_id)
+        else:
+            log.info("actorcast listening on ws://%s:%d/app/{key} (metrics on %s)", self.host, self.port,
+                     f"http://{self.metrics_host}:{self.metrics_port}/metrics" if self.metrics_port is not None else "off")
         return self
 
     def _start_in_hub(self) -> None:
@@ -131,8 +141,10 @@ class Node:
         self.cluster.start()
         self._backend = NodeBackend(self._app_actors, self._publish, self.cluster)
         quota = None if self.cluster.solo else self.cluster
-        self._routes = NodeRoutes(self.apps, self._connect, self._backend, quota)
-        self._server = HttpServer((self.host, self.port), self._routes, self.limits, reuse_port=self.reuse_port)
+        self._routes = NodeRoutes(self.apps, self._connect, self._backend, quota, self._health, self._ops)
+        self._server = HttpServer((self.host, self.port), self._routes, self.limits, reuse_port=self.reuse_port,
+                                  always_open=PROBES, ops=self._ops)
+        self._health.serving(self._server)
         listening = False
         try:
             self._server.start()
@@ -151,7 +163,8 @@ class Node:
     def stop(self, timeout: float | None = None) -> None:
         """Drain, then close: nothing the node accepted is dropped.
 
-        New HTTP requests and upgrades are answered 503 from now on and
+        New HTTP requests and upgrades are answered 503 from now on (the
+        probes go on: ``/health`` 200, ``/ready`` 503) and
         ``broadcast`` raises; requests already being answered finish; every
         event accepted so far is delivered; then every client gets Pusher
         4200 (reconnect) and the sockets close. All of it within ``timeout``
@@ -305,7 +318,7 @@ class Node:
 
     def _connect(self, app: App, writer: Any) -> ActorSession:
         socket_id = f"{self._tag}.{next(self._socket_numbers)}"
-        ref = ConnectionActor.start(app, writer, self._app_actors[app.id], self._metrics, socket_id)
+        ref = ConnectionActor.start(app, writer, self._app_actors[app.id], self._metrics, socket_id, self._ops)
         return ActorSession(ref)
 
     def _app_actor_died(self, app_id: str, reason: str) -> None:

@@ -104,6 +104,8 @@ class ServerLimits:
     max_headers: int = 100  # header fields; past it: 431
     max_body_bytes: int = 1 << 20  # HTTP API request bodies; past it: 413
     shutdown_grace: float = 5.0  # node.stop / SIGTERM: time to deliver what was accepted and close
+    max_log_lines_per_client: int = 5  # refusal lines per client address in each log_window; the rest counted
+    log_window: float = 10.0  # seconds; then one line says how many of a client's lines were held back
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -10,7 +10,10 @@ The protocol rules live in ``transport.http``; this module moves bytes and
 keeps the clock.
 
 What a client does wrong is never a traceback here: a reset or a timeout
-closes its socket with one DEBUG line; a malformed request gets its 4xx. Only
+closes its socket with one DEBUG line; a malformed request gets its 4xx and,
+given an :class:`~transport.ops_log.OpsLog`, one INFO line (rate-limited per
+client address). While the node drains, every request is answered 503 with
+``Connection: close``, except the ``always_open`` paths (health probes). Only
 a router that raises (our bug) logs an ERROR and answers 500. Running out of
 file descriptors pauses accepting (one WARNING a second at most) and resumes
 as soon as one is free.
@@ -32,6 +35,7 @@ from .config import ServerLimits
 from .errors import HttpError
 from .first_request import FirstRequest
 from .http import Request, find_head_end, parse_head, response, websocket_accept
+from .ops_log import OpsLog, peer_address
 
 __all__ = ["HttpServer", "Reply", "Router"]
 
@@ -57,8 +61,8 @@ class Reply(NamedTuple):
 class Router(Protocol):
     """What the server needs from the application behind the port."""
 
-    def handle(self, request: Request, body: bytes) -> Reply:
-        """Answer one HTTP request (runs in the connection's greenlet; may wait, bounded)."""
+    def handle(self, request: Request, body: bytes, remote: str | None = None) -> Reply:
+        """Answer one HTTP request from ``remote`` (runs in the connection's greenlet; may wait, bounded)."""
 
     def upgrade(self, request: Request, sock: socket.socket, early: bytes) -> None:
         """Take over a socket that was just answered ``101`` (``early``: bytes already read)."""
@@ -79,6 +83,8 @@ class HttpServer:
         *,
         backlog: int = 2048,
         reuse_port: bool = False,
+        always_open: frozenset[str] = frozenset(),
+        ops: OpsLog | None = None,
     ) -> None:
         self.address = address
         self.router = router
@@ -86,8 +92,11 @@ class HttpServer:
         self.backlog = backlog
         self.reuse_port = reuse_port
         self.server_port = address[1]
-        #: True while the node drains: every request is answered 503 + Connection: close.
+        #: True while the node drains: every request is answered 503 + Connection: close,
+        #: except plain (non-upgrade) requests for these paths (health probes).
         self.draining = False
+        self.always_open = always_open
+        self.ops = ops
         #: Requests between their head and their answer (shutdown waits for these).
         self.busy = 0
         self._sock: socket.socket | None = None
@@ -143,15 +152,13 @@ class HttpServer:
         try:
             request = parse_head(bytes(buf[:end]), max_head_bytes=self.limits.max_head_bytes,
                                  max_headers=self.limits.max_headers)
-            if self.draining:
+            if self.draining and not self._open_while_draining(request):
                 raise HttpError(503, "Server is shutting down")
             if not request.wants_upgrade:
                 gevent.spawn(self._serve, sock, buf, deadline)  # HTTP API and health: a greenlet may wait
                 return
             accept = websocket_accept(request)
         except HttpError as exc:
-            if exc.status in (400, 426):
-                log.debug("refused request: %s", exc.message)
             gevent.spawn(self._refuse_and_close, sock, exc)
             return
         try:
@@ -246,12 +253,15 @@ class HttpServer:
 
     # --- one connection ----------------------------------------------------------------
 
+    def _open_while_draining(self, request: Request) -> bool:
+        return request.path in self.always_open and not request.wants_upgrade
+
     def _serve(self, sock: socket.socket, buf: bytearray, deadline: float) -> None:
         me = gevent.getcurrent()
         self._conns.add(me)
         owned = True  # until a router takes the socket over
         try:
-            owned = self._requests(sock, buf, deadline)
+            owned = self._requests(sock, buf, deadline, peer_address(sock))
         except _Closed:
             log.debug("client closed before finishing its request")
         except TimeoutError:
@@ -263,11 +273,12 @@ class HttpServer:
             if owned:
                 sock.close()
 
-    def _requests(self, sock: socket.socket, buf: bytearray, deadline: float) -> bool:
+    def _requests(self, sock: socket.socket, buf: bytearray, deadline: float, remote: str | None) -> bool:
         """Serve requests until the connection ends; False when the router took the socket.
 
         ``buf`` holds what was read so far (the first request's head, at
-        least in part) and ``deadline`` is when that head must be complete.
+        least in part) and ``deadline`` is when that head must be complete;
+        ``remote`` is the client's address (for the router's log lines).
         """
         limits = self.limits
         first = True
@@ -299,22 +310,24 @@ class HttpServer:
                 self._refuse(sock, exc)
                 return True
             del buf[:end]
-            if self.draining:
+            if self.draining and not self._open_while_draining(request):
                 self._refuse(sock, HttpError(503, "Server is shutting down"))
                 return True
             if request.wants_upgrade:
                 return self._upgrade(sock, request, bytes(buf))
-            if not self._answer(sock, request, buf):
+            if not self._answer(sock, request, buf, remote):
                 return True
 
-    def _answer(self, sock: socket.socket, request: Request, buf: bytearray) -> bool:
+    def _answer(self, sock: socket.socket, request: Request, buf: bytearray, remote: str | None) -> bool:
         """Read the body, route, reply; True to keep the connection for another request."""
         limits = self.limits
         length = request.content_length
         if length > limits.max_body_bytes:
             self._refuse(sock, HttpError(413, f"Body over {limits.max_body_bytes} bytes"))
             return False
-        self.busy += 1
+        # A probe is no request a drain must wait for (a load balancer may poll all along).
+        busy = 0 if request.path in self.always_open else 1
+        self.busy += busy
         try:
             deadline = time.monotonic() + limits.body_timeout
             while len(buf) < length:
@@ -326,7 +339,7 @@ class HttpServer:
                     raise
             body = bytes(buf[:length])
             del buf[:length]
-            reply = self._route(request, body)
+            reply = self._route(request, body, remote)
             keep = request.keep_alive and not self.draining
             answer = response(
                 reply.status, reply.body, reply.content_type, keep_alive=keep, headers=reply.headers,
@@ -335,11 +348,11 @@ class HttpServer:
             self._send(sock, answer)
             return keep
         finally:
-            self.busy -= 1
+            self.busy -= busy
 
-    def _route(self, request: Request, body: bytes) -> Reply:
+    def _route(self, request: Request, body: bytes, remote: str | None) -> Reply:
         try:
-            return self.router.handle(request, body)
+            return self.router.handle(request, body, remote)
         except Exception:  # our bug, not the client's: log it whole, answer 500, keep serving
             log.exception("error answering %s %s", request.method, request.path)
             return Reply(500, b'{"error":"Internal server error"}', "application/json")
@@ -348,7 +361,6 @@ class HttpServer:
         try:
             accept = websocket_accept(request)
         except HttpError as exc:
-            log.debug("refused WebSocket handshake: %s", exc.message)
             self._refuse(sock, exc)
             return True
         self._send(sock, accept)
@@ -365,7 +377,13 @@ class HttpServer:
         which can destroy the answer before the client reads it (a 431 for a
         100 KB header, say). So: send, shut our side, then read and discard
         what the client still sends, for a bounded time (a "lingering close").
+        A 4xx is the one place a malformed request is refused: its log line is here.
         """
+        if self.ops is not None and 400 <= exc.status < 500:
+            self.ops.note(log, logging.INFO, peer_address(sock), f"HTTP request refused ({exc.status}): {exc.message}",
+                          kind="http_refused", status=exc.status, reason=exc.message)
+        else:
+            log.debug("refused request (%d): %s", exc.status, exc.message)
         try:
             self._send(sock, _error(exc))
             sock.shutdown(socket.SHUT_WR)

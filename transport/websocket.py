@@ -37,6 +37,7 @@ from .frames import (
     encode_frame,
     parse_close_payload,
 )
+from .ops_log import OpsLog, peer_address
 from .writer import CLOSE_GRACE_SECONDS, SocketWriter
 
 __all__ = ["Session", "WebSocketConnection", "serve_websocket"]
@@ -70,6 +71,7 @@ def serve_websocket(
     connect: Callable[[Any, SocketWriter], Session],
     sockets: Any = None,
     admitted: bool | None = None,
+    ops: OpsLog | None = None,
 ) -> WebSocketConnection | None:
     """Adopt one upgraded connection, right after its 101 (must not block).
 
@@ -80,7 +82,10 @@ def serve_websocket(
     ``admit(app)`` may refuse (4004, over quota), ``opened(app)``/``closed(app)``
     run when this glue takes a socket over and when it finally closes it.
     ``admitted`` is the quota's answer when it was decided elsewhere (a cluster).
+    A refusal is decided here, and logged here: one line on ``ops`` (INFO,
+    WARNING when over quota), rate-limited per client address.
     """
+    key = app = None
     try:
         key = protocol.check_connect_request(path, query)
         app = lookup_app(key)
@@ -91,7 +96,7 @@ def serve_websocket(
         if admitted is False or (admitted is None and sockets is not None and not sockets.admit(app)):
             raise ProtocolError(protocol.OVER_QUOTA, "Over the app's connection quota", fatal=True)
     except ProtocolError as exc:
-        log.debug("refused WebSocket connection: %s", exc.message)
+        _log_refusal(ops, sock, exc, key, app)
         WebSocketConnection(sock, None).refuse(exc)
         return None
     on_close = None
@@ -106,6 +111,17 @@ def serve_websocket(
         return None
     connection.start(early)
     return connection
+
+
+def _log_refusal(ops: OpsLog | None, sock: socket.socket, exc: ProtocolError, key: str | None, app: Any) -> None:
+    if ops is None:
+        log.debug("refused WebSocket connection: %s", exc.message)
+        return
+    # Over quota is the operator's capacity, not the client's mistake: a warning.
+    level = logging.WARNING if exc.code == protocol.OVER_QUOTA else logging.INFO
+    ops.note(log, level, peer_address(sock), f"WebSocket connection refused ({exc.code}): {exc.message}",
+             kind="connection_refused", code=exc.code, app_id=app.id if app is not None else None,
+             app_key=key, reason=exc.message)
 
 
 class WebSocketConnection:

@@ -25,6 +25,8 @@ from collections.abc import Callable
 import gevent
 from gevent.socket import wait_write
 
+from .ops_log import peer_address
+
 __all__ = ["SocketWriter"]
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,10 @@ class SocketWriter:
             self.on_sent(0, n)  # the bytes went out now; the frame counts when it completes
         self._enqueue(memoryview(frame)[n:] if n else frame)
         return False
+
+    def peer(self) -> str | None:
+        """The client's IP address, or None once the socket is gone (for log lines)."""
+        return peer_address(self._sock)
 
     @property
     def draining(self) -> bool:

@@ -415,11 +415,11 @@ def test_fragmented_and_byte_by_byte_frames_are_assembled(node):
 # --- HTTP and shutdown -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/", "/health"])
-def test_http_get_root_and_health_answer_200(node, path):
+@pytest.mark.parametrize(("path", "body"), [("/", b"OK"), ("/health", b'{"ok":true}')])
+def test_http_get_root_and_health_answer_200(node, path, body):
     with urllib.request.urlopen(f"http://127.0.0.1:{node.port}{path}", timeout=5) as response:
         assert response.status == 200
-        assert response.read() == b"OK"
+        assert response.read() == body
 
 
 def test_http_get_of_the_websocket_path_without_upgrade_is_426(node):

@@ -4,7 +4,9 @@ While the node stops (``node.stop()`` or SIGTERM to ``actorcast serve``), a
 publisher keeps triggering over ONE kept-alive HTTP connection, the way the
 SDKs send. Every trigger answered 200 must reach every subscriber before its
 4200 close; every other trigger must be refused (503, or the connection
-closed), never a 500, and no 200 may follow a refusal.
+closed), never a 500, and no 200 may follow a refusal. The API and upgrades
+get 503 with ``Connection: close`` while the node drains; its probes go on
+(``/health`` 200, ``/ready`` 503; issue 8/9).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -123,31 +126,63 @@ def test_node_stop_delivers_every_trigger_it_answered_200_and_refuses_the_rest(m
 
 
 @pytest.mark.single_node(reason="reaches into one node's internals (node._server.draining)")
-def test_a_draining_node_answers_503_with_connection_close_and_health_503(make_node):
+def test_a_draining_node_answers_503_with_connection_close_but_its_probes_still_answer(make_node):
     from actors import App
 
     node = make_node(App(), limits=ServerLimits(shutdown_grace=3))
-    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=5)
-    conn.request("GET", "/health")
-    assert conn.getresponse().read() == b"OK"
+    before = [http.client.HTTPConnection("127.0.0.1", node.port, timeout=5) for _ in range(2)]
+    for conn in before:  # kept-alive connections from before the drain
+        conn.request("GET", "/health")
+        assert json.loads(conn.getresponse().read()) == {"ok": True}
     sub = PusherClient.connect(node.port)
     sub.subscribe("news")
     # The first step of node.stop(), held here so the test can look at a draining node.
     node.call(lambda: setattr(node._server, "draining", True))
     stopper = threading.Thread(target=node.stop, daemon=True)
-    for path in ("/health", "/ready", "/apps/1/channels"):
-        probe = http.client.HTTPConnection("127.0.0.1", node.port, timeout=5)
-        probe.request("GET", path)
-        response = probe.getresponse()
-        assert response.status == 503
-        assert response.getheader("Connection") == "close"
-        assert "shutting down" in json.loads(response.read())["error"]
-    conn.request("GET", "/health")  # a kept-alive connection from before: 503 too
-    assert conn.getresponse().status == 503
+    for path in ("/apps/1/channels", "/"):  # the API and everything else: 503, and the connection ends
+        status, connection, body = _get(node.port, path)
+        assert (status, connection) == (503, "close")
+        assert "shutting down" in json.loads(body)["error"]
+    assert _upgrade_status(node.port) == 503
+    # The probes go on: alive, not ready (and each answer ends its connection).
+    assert _get(node.port, "/health") == (200, "close", b'{"ok":true}')
+    status, connection, body = _get(node.port, "/ready")
+    assert (status, connection) == (503, "close")
+    assert json.loads(body) == {"ready": False, "reason": "draining: the node is shutting down"}
+    before[0].request("GET", "/apps/1/channels")
+    assert before[0].getresponse().status == 503
+    before[1].request("GET", "/health")
+    response = before[1].getresponse()
+    assert (response.status, response.getheader("Connection")) == (200, "close")
     stopper.start()
     code, _ = sub.expect_close()
     assert code == 4200
     stopper.join(10)
+
+
+def _get(port: int, path: str) -> tuple[int, str | None, bytes]:
+    """GET ``path`` on a fresh connection: (status, Connection header, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.getheader("Connection"), response.read()
+    finally:
+        conn.close()
+
+
+def _upgrade_status(port: int) -> int:
+    """The status a WebSocket upgrade request gets (101 when accepted)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /app/app-key?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     b"Sec-WebSocket-Version: 13\r\n\r\n")
+        head = b""
+        while b"\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, f"closed before a status line: {head!r}"
+            head += chunk
+        return int(head.split(b" ", 2)[1])
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="signals and /proc as on Linux")
