@@ -168,8 +168,8 @@ class ConnectionActor(SharedLoopActor):
                 error = {"type": "LimitReached", "error": exc.message, "status": 413}
             else:
                 error = {"type": "InvalidChannelData", "error": exc.message, "status": 400}
-            self._refused("subscription", f"subscription to {channel} refused: {exc.message}",
-                          isinstance(exc, AuthError), channel=channel, status=error["status"], error_type=error["type"])
+            self._refused("subscription", f"subscription to {channel}", exc.message, isinstance(exc, AuthError),
+                          channel=channel, status=error["status"], error_type=error["type"])
             self.send(protocol.event_frame(channel, "pusher:subscription_error", error))
             return
         self.channels[channel] = member.user_id if member is not None else None
@@ -208,21 +208,21 @@ class ConnectionActor(SharedLoopActor):
             user = auth.parse_user_data(message.user_data)
         except ProtocolError as exc:
             # Pusher closes a connection whose sign-in fails (4009: unauthorized).
-            self._refused("signin", f"user sign-in refused: {exc.message}", isinstance(exc, AuthError),
-                          code=protocol.UNAUTHORIZED)
+            self._refused("signin", "user sign-in", exc.message, isinstance(exc, AuthError), code=protocol.UNAUTHORIZED)
             self.close(protocol.UNAUTHORIZED, exc.message)
             return
         self.user = user
         self.send(protocol.event_frame(None, "pusher:signin_success", {"user_data": user.raw}))
         self._tell_app(SignedIn(user.id, self.socket_id))
 
-    def _refused(self, what: str, message: str, auth_failed: bool, **fields: Any) -> None:
+    def _refused(self, kind: str, what: str, reason: str, auth_failed: bool, **fields: Any) -> None:
         """The one line a refused subscription or sign-in gets (a bad signature: WARNING)."""
         if self.ops is None:
             return
-        self.ops.note(log, logging.WARNING if auth_failed else logging.INFO, self.writer.peer(),
-                      f"{message} (socket {self.socket_id})", kind=f"{what}_refused", app_id=self.app.id,
-                      socket_id=self.socket_id, reason=message, **fields)
+        remote = self.writer.peer()
+        self.ops.note(log, logging.WARNING if auth_failed else logging.INFO, remote,
+                      f"{what} refused for {remote} (socket {self.socket_id}, app {self.app.id}): {reason}",
+                      kind=f"{kind}_refused", app_id=self.app.id, socket_id=self.socket_id, reason=reason, **fields)
 
     def may_join_user_channel(self, channel: str) -> bool:
         """``#server-to-user-{id}`` is open only to that signed-in user."""

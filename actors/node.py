@@ -127,8 +127,8 @@ class Node:
         if self.worker is not None:  # the parent says where the port and the metrics are, once
             log.debug("worker %d listening on port %d as node %s", self.worker, self.port, self.node_id)
         else:
-            log.info("actorcast listening on ws://%s:%d/app/{key} (metrics on %s)", self.host, self.port,
-                     f"http://{self.metrics_host}:{self.metrics_port}/metrics" if self.metrics_port is not None else "off")
+            metrics = f"http://{self.metrics_host}:{self.metrics_port}/metrics" if self.metrics_port is not None else "off"
+            log.info("actorcast listening on ws://%s:%d/app/{key} (metrics on %s)", self.host, self.port, metrics)
         return self
 
     def _start_in_hub(self) -> None:
@@ -176,7 +176,7 @@ class Node:
         self.running = False
         self._hub.call(self._stop_in_hub, grace, timeout=grace + 10)
         self._hub.stop()
-        log.info("actorcast stopped")
+        log.info("%s stopped", "actorcast" if self.worker is None else f"worker {self.worker}")
 
     def _stop_in_hub(self, grace: float | None = None) -> None:
         grace = self.limits.shutdown_grace if grace is None else grace

@@ -27,7 +27,7 @@ class MetricsRoutes:
         self.registry = registry
         self.flush = flush
 
-    def handle(self, request: Request, body: bytes, remote: str | None = None) -> Reply:
+    def handle(self, request: Request, body: bytes, remote: str = "unknown") -> Reply:
         if request.path not in ("/metrics", "/"):
             return Reply(404, b"Not found: try /metrics")
         self.flush()  # the node's flush is bounded and never raises

@@ -29,11 +29,13 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-__all__ = ["OTHER_CLIENTS", "OpsLog", "RateLimiter", "Verdict", "peer_address"]
+__all__ = ["OTHER_CLIENTS", "UNKNOWN", "OpsLog", "RateLimiter", "Verdict", "peer_address"]
 
 #: The key that counts for every address once the limiter tracks ``max_keys``
 #: of them (a flood from many addresses is then limited as one).
 OTHER_CLIENTS = "other clients"
+#: The address of a client whose socket is gone before its line was written.
+UNKNOWN = "unknown"
 
 _MAX_FIELD = 200  # characters of a client-supplied value (a channel name, a path) kept in a field
 _MAX_MESSAGE = 500  # characters of a line's message
@@ -131,15 +133,16 @@ class OpsLog:
         self.schedule = schedule
         self._sweep_due = False
 
-    def note(self, logger: logging.Logger, level: int, remote: str | None, message: str, **fields: Any) -> bool:
+    def note(self, logger: logging.Logger, level: int, remote: str, message: str, **fields: Any) -> bool:
         """Log ``message`` on ``logger`` unless ``remote`` is over its budget; True if it was written.
+
+        ``message`` should name ``remote``: a text log shows no fields.
 
         ``fields`` go to the record as ``extra`` (with ``remote``); strings
         from the client are cut to a bounded length, and so is ``message``,
         which is written as is (no ``%`` formatting) on one line (control
         characters escaped).
         """
-        remote = remote or "unknown"
         verdict = self.limiter.hit(remote, self.clock())
         self._held_back(verdict.ended)
         if not verdict.allowed:
@@ -172,15 +175,15 @@ class OpsLog:
             )
 
 
-def peer_address(sock: Any) -> str | None:
-    """The IP address at the other end of ``sock``, or None once it is gone (a reset, say)."""
+def peer_address(sock: Any) -> str:
+    """The IP address at the other end of ``sock`` (for log lines), ``"unknown"`` once it is gone."""
     try:
         peer = sock.getpeername()
-    except OSError:
-        return None
+    except OSError:  # reset meanwhile
+        return UNKNOWN
     if isinstance(peer, tuple) and peer:
         return str(peer[0])
-    return str(peer) or None  # a Unix socket: its path, when it has one
+    return str(peer) or UNKNOWN  # a Unix socket: its path, when it has one
 
 
 def _bounded(value: Any, limit: int = _MAX_FIELD) -> Any:

@@ -96,7 +96,7 @@ class NodeRoutes:
         if self.quota is not None and app.max_connections is not None:
             self.quota.release(app.id)
 
-    def handle(self, request: Request, body: bytes, remote: str | None = None) -> Reply:
+    def handle(self, request: Request, body: bytes, remote: str = "unknown") -> Reply:
         path = request.path
         if path in PROBES:
             return self._probe(request)
@@ -121,7 +121,7 @@ class NodeRoutes:
             return _json(200, {"ready": True}) if why is None else _json(503, {"ready": False, "reason": why})
         return _json(200, self.health.usage() if self.health is not None else {})
 
-    def _refused_api(self, request: Request, status: int, body: Any, remote: str | None) -> None:
+    def _refused_api(self, request: Request, status: int, body: Any, remote: str) -> None:
         """The one line an HTTP API 4xx gets (the reason is the error the client reads)."""
         if self.ops is None:
             return
@@ -130,9 +130,9 @@ class NodeRoutes:
         app_id = unquote(parts[2]) if parts[1] == "apps" and len(parts) > 2 else None
         # 401 and 403 are a wrong secret or a switched-off app: worth a warning to whoever runs the node.
         level = logging.WARNING if status in (401, 403) else logging.INFO
-        self.ops.note(log, level, remote, f"HTTP API {request.method} {request.path} refused ({status}): {reason}",
-                      kind="api_refused", status=status, app_id=app_id, method=request.method,
-                      path=request.path, reason=reason)
+        message = f"HTTP API {request.method} {request.path} from {remote} refused ({status}): {reason}"
+        self.ops.note(log, level, remote, message, kind="api_refused", status=status, app_id=app_id,
+                      method=request.method, path=request.path, reason=reason)
 
     def upgrade(self, request: Request, sock: socket.socket, early: bytes) -> None:
         if self.quota is not None:

@@ -61,7 +61,7 @@ class Reply(NamedTuple):
 class Router(Protocol):
     """What the server needs from the application behind the port."""
 
-    def handle(self, request: Request, body: bytes, remote: str | None = None) -> Reply:
+    def handle(self, request: Request, body: bytes, remote: str = "unknown") -> Reply:
         """Answer one HTTP request from ``remote`` (runs in the connection's greenlet; may wait, bounded)."""
 
     def upgrade(self, request: Request, sock: socket.socket, early: bytes) -> None:
@@ -273,7 +273,7 @@ class HttpServer:
             if owned:
                 sock.close()
 
-    def _requests(self, sock: socket.socket, buf: bytearray, deadline: float, remote: str | None) -> bool:
+    def _requests(self, sock: socket.socket, buf: bytearray, deadline: float, remote: str) -> bool:
         """Serve requests until the connection ends; False when the router took the socket.
 
         ``buf`` holds what was read so far (the first request's head, at
@@ -318,7 +318,7 @@ class HttpServer:
             if not self._answer(sock, request, buf, remote):
                 return True
 
-    def _answer(self, sock: socket.socket, request: Request, buf: bytearray, remote: str | None) -> bool:
+    def _answer(self, sock: socket.socket, request: Request, buf: bytearray, remote: str) -> bool:
         """Read the body, route, reply; True to keep the connection for another request."""
         limits = self.limits
         length = request.content_length
@@ -350,7 +350,7 @@ class HttpServer:
         finally:
             self.busy -= busy
 
-    def _route(self, request: Request, body: bytes, remote: str | None) -> Reply:
+    def _route(self, request: Request, body: bytes, remote: str) -> Reply:
         try:
             return self.router.handle(request, body, remote)
         except Exception:  # our bug, not the client's: log it whole, answer 500, keep serving
@@ -380,8 +380,9 @@ class HttpServer:
         A 4xx is the one place a malformed request is refused: its log line is here.
         """
         if self.ops is not None and 400 <= exc.status < 500:
-            self.ops.note(log, logging.INFO, peer_address(sock), f"HTTP request refused ({exc.status}): {exc.message}",
-                          kind="http_refused", status=exc.status, reason=exc.message)
+            remote = peer_address(sock)
+            self.ops.note(log, logging.INFO, remote, f"HTTP request from {remote} refused ({exc.status}): "
+                          f"{exc.message}", kind="http_refused", status=exc.status, reason=exc.message)
         else:
             log.debug("refused request (%d): %s", exc.status, exc.message)
         try:

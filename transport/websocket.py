@@ -119,7 +119,8 @@ def _log_refusal(ops: OpsLog | None, sock: socket.socket, exc: ProtocolError, ke
         return
     # Over quota is the operator's capacity, not the client's mistake: a warning.
     level = logging.WARNING if exc.code == protocol.OVER_QUOTA else logging.INFO
-    ops.note(log, level, peer_address(sock), f"WebSocket connection refused ({exc.code}): {exc.message}",
+    remote = peer_address(sock)
+    ops.note(log, level, remote, f"WebSocket connection from {remote} refused ({exc.code}): {exc.message}",
              kind="connection_refused", code=exc.code, app_id=app.id if app is not None else None,
              app_key=key, reason=exc.message)
 

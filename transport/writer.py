@@ -106,8 +106,8 @@ class SocketWriter:
         self._enqueue(memoryview(frame)[n:] if n else frame)
         return False
 
-    def peer(self) -> str | None:
-        """The client's IP address, or None once the socket is gone (for log lines)."""
+    def peer(self) -> str:
+        """The client's IP address (for log lines; ``"unknown"`` once the socket is gone)."""
         return peer_address(self._sock)
 
     @property

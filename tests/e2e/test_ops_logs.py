@@ -82,8 +82,10 @@ def one_line(logs: Records, since: int, kind: str, level: int, **fields: Any) ->
     assert (line.kind, line.levelno, line.remote) == (kind, level, "127.0.0.1"), line.__dict__
     for name, value in fields.items():
         assert getattr(line, name) == value, (name, line.__dict__)
-    assert not line.exc_info and line.reason and line.reason[:150] in line.getMessage()
-    assert "\n" not in line.getMessage(), "one line, whatever the reason holds"
+    message = line.getMessage()
+    assert not line.exc_info and line.reason and line.reason[:150] in message
+    assert "127.0.0.1" in message, "a text log shows no fields: the line names the client"
+    assert "\n" not in message, "one line, whatever the reason holds"
     return line
 
 

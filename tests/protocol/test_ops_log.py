@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from transport.ops_log import OTHER_CLIENTS, OpsLog, RateLimiter, Verdict, peer_address
+from transport.ops_log import (
+    OTHER_CLIENTS,
+    UNKNOWN,
+    OpsLog,
+    RateLimiter,
+    Verdict,
+    peer_address,
+)
 
 
 class Lines(logging.Handler):
@@ -122,14 +129,6 @@ def test_client_strings_are_cut_to_a_bounded_length():
     assert len(record.getMessage()) < 600 and len(record.path) < 300
 
 
-def test_an_unknown_remote_is_limited_under_one_name():
-    logger, lines = _logger("unknown")
-    ops = OpsLog(RateLimiter(limit=1), clock=Clock())
-    assert ops.note(logger, logging.INFO, None, "one")
-    assert not ops.note(logger, logging.INFO, None, "two")
-    assert lines.records[0].remote == "unknown"
-
-
 def test_a_flood_writes_the_limit_then_one_held_back_line_when_the_timer_fires():
     logger, lines = _logger("flood")
     own, own_lines = _logger("flood-summary")
@@ -189,8 +188,8 @@ class _Sock:
         return self.peer
 
 
-def test_peer_address_is_the_ip_or_none_once_the_socket_is_gone():
+def test_peer_address_is_the_ip_or_unknown_once_the_socket_is_gone():
     assert peer_address(_Sock(("127.0.0.1", 5555))) == "127.0.0.1"
     assert peer_address(_Sock(("::1", 5555, 0, 0))) == "::1"
-    assert peer_address(_Sock(OSError(107, "Transport endpoint is not connected"))) is None
-    assert peer_address(_Sock("")) is None  # an unnamed Unix socket
+    assert peer_address(_Sock(OSError(107, "Transport endpoint is not connected"))) == UNKNOWN
+    assert peer_address(_Sock("")) == UNKNOWN  # an unnamed Unix socket
