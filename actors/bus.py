@@ -28,9 +28,13 @@ The contract (``tests/cluster/test_bus_contract.py`` runs it against each):
   handed to the bus (Redis acknowledged the PUBLISH; the parent's socket took
   it), or set with an exception (:class:`BusDown`) when it could not be.
   An HTTP trigger waits for it before answering 200.
-* ``connected`` is True while messages can flow. A bus that loses its
+* ``connected`` is True while messages can flow: always for ``NoBus``, from
+  ``start`` to ``stop`` for ``MemoryBus``; for ``RedisBus`` only while it is
+  subscribed (False from a lost connection until it has resubscribed), for
+  ``WorkerBus`` only while its link to the relay is up. A bus that loses its
   connection logs that once, keeps trying to reconnect with back-off, and
   calls ``deliver`` again once it is back; nothing raises into the node.
+  ``GET /ready`` answers 503 while it is False (``actors.health``).
 * ``stop()`` is called on the hub; it disconnects and returns promptly.
 
 Delivery is at most once: what is published while the bus is down is lost,
@@ -57,6 +61,7 @@ class BusDown(ConnectionError):
 class Bus(Protocol):
     """Moves cluster messages between nodes (see the module docstring)."""
 
+    #: True while messages can flow (read on the hub, set by the bus from any thread).
     connected: bool
 
     def start(self, deliver: Deliver, call_in_hub: CallInHub) -> None:

@@ -3,8 +3,9 @@
 Each case builds ``k`` buses of one kind, each started on a hub thread of its
 own (as each node has), and checks what every node relies on: everything
 published reaches every member (the publisher too), in publication order per
-publisher; ``publish`` results are set on the publisher's hub; ``stop`` is
-prompt and a stopped bus refuses with BusDown.
+publisher; ``publish`` results are set on the publisher's hub; ``connected``
+turns True once started; ``stop`` is prompt and a stopped bus refuses with
+BusDown (and is no longer ``connected``).
 
 Bus kinds register themselves in ``BUS_FACTORIES`` (name -> factory(k) returning
 k unstarted buses, and a cleanup); a kind whose server cannot run here is
@@ -21,7 +22,7 @@ from typing import Any, Callable
 import gevent.event
 import pytest
 
-from actors.bus import BusDown, MemoryBus
+from actors.bus import BusDown, MemoryBus, NoBus
 from actors.hub import HubThread
 
 TIMEOUT = 5.0
@@ -141,3 +142,17 @@ def test_a_stopped_bus_refuses_with_bus_down_and_the_others_go_on(members):
         group[0].bus.publish(b"late").get(timeout=TIMEOUT)
     group[1].publish(b"still")
     assert group[1].wait_for(1) == [b"still"]
+
+
+def test_connected_turns_true_once_started_and_false_once_stopped(members):
+    (member,) = members(1)
+    _wait_connected([member])  # within the bound: a node's /ready waits for it
+    member.stop()
+    assert member.bus.connected is False
+
+
+def test_a_node_alone_is_always_connected():
+    bus = NoBus()
+    assert bus.connected is True
+    bus.stop()
+    assert bus.connected is True

@@ -27,6 +27,7 @@ from tests.cluster import test_bus_contract as contract
 from tests.cluster.test_bus_contract import (  # noqa: F401 - collected here against the workers' bus
     test_a_stopped_bus_refuses_with_bus_down_and_the_others_go_on,
     test_binary_and_large_messages_arrive_unchanged,
+    test_connected_turns_true_once_started_and_false_once_stopped,
     test_every_member_gets_every_message_the_publisher_included,
     test_one_publishers_messages_arrive_in_order_everywhere,
 )
