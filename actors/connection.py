@@ -149,7 +149,14 @@ class ConnectionActor(SharedLoopActor):
         """Validate a subscription (name, signature) and hand it to the app actor."""
         channel = message.channel
         own_user_channel = self.may_join_user_channel(channel)
-        names.validate_channel_name(channel, self.app.max_channel_name_length, allow_server_to_user=own_user_channel)
+        try:
+            names.validate_channel_name(channel, self.app.max_channel_name_length, allow_server_to_user=own_user_channel)
+        except ProtocolError as exc:
+            if isinstance(channel, str) and channel.startswith(names.SERVER_TO_USER_PREFIX):
+                # Another user's channel (or no sign-in): an auth failure, not a typo.
+                self._refused("subscription", "subscription to a #server-to-user- channel", exc.message, True,
+                              channel=channel, code=exc.code)
+            raise
         member = None
         try:
             kind = names.channel_kind(channel)

@@ -1,7 +1,7 @@
 """The Pusher protocol and the I/O around it.
 
 Pure modules (no sockets, no gevent, no pykka): ``errors``, ``config``,
-``frames``, ``protocol``, ``names``, ``auth``, ``http_signing``.
+``frames``, ``protocol``, ``names``, ``auth``, ``http_signing``, ``ops_log``.
 I/O glue on gevent: ``writer``, ``websocket``, ``server``, ``metrics_endpoint``.
 """
 

@@ -141,6 +141,14 @@ def test_a_refused_subscription_logs_one_warning(node, logs, open_client, channe
              socket_id=client.socket_id)
 
 
+def test_subscribing_to_another_users_server_to_user_channel_logs_one_warning(node, logs, open_client):
+    client = open_client(node)
+    since = len(logs.records)
+    client.send_event("pusher:subscribe", {"channel": "#server-to-user-someone"})
+    assert "reserved" in client.expect("pusher:error")["data"]["message"]
+    one_line(logs, since, "subscription_refused", logging.WARNING, channel="#server-to-user-someone")
+
+
 def test_presence_channel_data_that_is_not_json_logs_one_info_line(node, logs, open_client):
     client = open_client(node)
     data = "not json"
