@@ -82,8 +82,7 @@ def serve_websocket(
     ``admit(app)`` may refuse (4004, over quota), ``opened(app)``/``closed(app)``
     run when this glue takes a socket over and when it finally closes it.
     ``admitted`` is the quota's answer when it was decided elsewhere (a cluster).
-    A refusal is decided here, and logged here: one line on ``ops`` (INFO,
-    WARNING when over quota), rate-limited per client address.
+    A refusal is decided here, so it is logged here: one line on ``ops``.
     """
     key = app = None
     try:
