@@ -18,7 +18,8 @@ setup(
         "redis>=5,<6",  # the Redis adapter (actors/redis_bus.py)
     ],
     extras_require={
-        "test": ["pytest>=8", "websocket-client>=1.6", "pusher>=3.3", "ruff>=0.6", "mypy>=1.10"],
+        # playwright drives Debian's chromium in tests/examples (never `playwright install`).
+        "test": ["pytest>=8", "websocket-client>=1.6", "pusher>=3.3", "ruff>=0.6", "mypy>=1.10", "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["actorcast=actors.cli:main"]},
 )

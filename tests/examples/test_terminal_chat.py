@@ -1,0 +1,73 @@
+"""examples/terminal_chat.py, as a person runs it, chatting with a browser in the web chat.
+
+The terminal chat is a subprocess whose stdin the test types into and whose
+stdout lines it reads with a deadline each (tests/examples/conftest.Process).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from examples.terminal_chat import show
+from tests.examples.conftest import Process, join
+
+expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install '.[test]'").expect
+
+
+def terminal(url: str, name: str, room: str) -> Process:
+    return Process([sys.executable, "examples/terminal_chat.py", "--url", url, "--name", name, "--room", room], stdin=True)
+
+
+def test_the_terminal_chat_and_a_browser_exchange_messages(chat_server, open_page, screenshot):
+    ann = open_page(chat_server.url, "Ann", room="t1")
+    ann.fill("#text", "before you came")
+    ann.press("#text", "Enter")
+    expect(ann.locator("#messages .text")).to_have_text(["before you came"])
+    term = terminal(chat_server.url, "Term", "t1")
+    try:
+        term.expect(r"^\* you are in #t1 with Ann, Term$")
+        term.expect(r"^\[\d\d:\d\d\] Ann: before you came$")  # the recent messages, on joining
+        expect(ann.locator("#members li")).to_have_text(["Ann", "Term"])  # a presence member like any other
+
+        term.write("hello from the terminal")
+        expect(ann.locator("#messages .author")).to_have_text(["Ann", "Term"])
+        expect(ann.locator("#messages .text").last).to_have_text("hello from the terminal")
+        term.expect(r"^\[\d\d:\d\d\] Term: hello from the terminal$")  # it comes back through the node
+
+        ann.fill("#text", "hi <b>terminal</b>")
+        ann.press("#text", "Enter")
+        term.expect(r"^\[\d\d:\d\d\] Ann: hi <b>terminal</b>$")
+
+        bob = open_page(chat_server.url, room="t1")
+        join(bob, "Bob")
+        term.expect(r"^\* Bob joined$")
+        bob.close()
+        term.expect(r"^\* Bob left$")
+
+        term.write("")  # empty lines are not sent
+        term.write("x" * 501)
+        term.expect(r"^! not sent: Message is longer than 500 characters$")
+        screenshot(ann, "with-terminal")
+        term.write("/quit")
+        assert term.proc.wait(timeout=5) == 0
+        expect(ann.locator("#members li")).to_have_text(["Ann"])
+    finally:
+        term.stop()
+
+
+def test_the_terminal_chat_says_why_it_cannot_join(chat_server):
+    refused = terminal(chat_server.url, "   ", "t2")
+    refused.expect(r"^could not join: Name is empty$")
+    assert refused.proc.wait(timeout=5) == 1
+    no_room = terminal(chat_server.url, "Ann", "nowhere")
+    no_room.expect(r"^could not join: no room 'nowhere'; rooms are t1, t2")
+    assert no_room.proc.wait(timeout=5) == 1
+    refused.stop()
+    no_room.stop()
+
+
+def test_what_others_wrote_cannot_steer_the_terminal(capsys):
+    show("Ann: \x1b[2J\x1b]0;pwned\x07 hi")
+    assert capsys.readouterr().out == "Ann: \ufffd[2J\ufffd]0;pwned\ufffd hi\n"
