@@ -235,7 +235,10 @@ def _read_body(environ: dict) -> bytes:
         raise Refused("invalid Content-Length") from None
     if length > MAX_BODY:
         raise _HttpError("413 Payload Too Large", f"the body is over {MAX_BODY} bytes")
-    return environ["wsgi.input"].read(length) if length > 0 else b""
+    try:
+        return environ["wsgi.input"].read(length) if length > 0 else b""
+    except OSError:  # the server's socket timeout: a body that never came
+        raise _HttpError("408 Request Timeout", "the body did not arrive in time") from None
 
 
 def _json_body(environ: dict) -> dict[str, Any]:

@@ -26,7 +26,9 @@ def test_name_comes_first_then_both_pages_see_each_other_online_and_connected(ch
     assert ann.evaluate("document.activeElement.id") == "name"  # the first field: type and press Enter
     assert ann.locator("input").first.get_attribute("id") == "name"
     expect(ann.locator("#chat")).to_be_hidden()
-    join(ann, "Ann")
+    with ann.expect_response("**/pusher/auth") as channel_auth, ann.expect_response("**/pusher/user-auth") as user_auth:
+        join(ann, "Ann")
+    assert channel_auth.value.status == 200 and user_auth.value.status == 200  # pusher-js used both endpoints
     bob = open_page(chat_server.url, "Bob", room="t1")
     for page in (ann, bob):
         expect(page.locator("#members li")).to_have_text(["Ann", "Bob"])

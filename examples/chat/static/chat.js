@@ -50,7 +50,7 @@
     $("send-form").addEventListener("submit", onSend);
     $("text").addEventListener("input", onTyping);
     $("rename").addEventListener("click", rename);
-    window.addEventListener("hashchange", () => switchRoom(roomFromHash()));
+    window.addEventListener("hashchange", () => pusher && switchRoom(roomFromHash()));
     // Close the socket when the page goes away, so the others see us leave at once.
     window.addEventListener("pagehide", () => pusher && pusher.disconnect());
     if (config.user) enter(config.user);
