@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
               f"rooms: {', '.join(rooms)}; Ctrl-C stops)", flush=True)
         stopped.wait()
     finally:
-        web.stop(timeout=2)
-        node.stop()
+        web.close()  # no new requests; those being answered finish meanwhile
+        node.stop()  # delivers what it accepted, then tells every page to reconnect (4200)
+        web.stop(timeout=1)  # pages keep idle keep-alive connections open: do not wait on them
     return 0
 
 

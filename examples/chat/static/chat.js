@@ -44,8 +44,11 @@
 
   // --- joining ---
 
-  async function start() {
-    config = await api("GET", "/session");
+  // Asked at once; the handlers below are in place before it answers, so an
+  // early Enter never submits the form the browser's way (a page reload).
+  const ready = api("GET", "/session").then((answer) => (config = answer));
+
+  function start() {
     $("join-form").addEventListener("submit", onJoin);
     $("send-form").addEventListener("submit", onSend);
     $("text").addEventListener("input", onTyping);
@@ -53,8 +56,7 @@
     window.addEventListener("hashchange", () => pusher && switchRoom(roomFromHash()));
     // Close the socket when the page goes away, so the others see us leave at once.
     window.addEventListener("pagehide", () => pusher && pusher.disconnect());
-    if (config.user) enter(config.user);
-    else $("name").focus();
+    return ready.then(() => (config.user ? enter(config.user) : $("name").focus()));
   }
 
   async function onJoin(event) {
@@ -62,6 +64,7 @@
     const [name, reason] = check($("name").value, "Name");
     if (reason) return void ($("join-error").textContent = reason);
     try {
+      await ready;
       const answer = await api("POST", "/session", { name });
       $("join-error").textContent = "";
       enter(answer.user);
@@ -77,6 +80,7 @@
   }
 
   function enter(user) {
+    if (pusher) return; // already in (a cookie and an early Enter can both get here)
     $("join").hidden = true;
     $("chat").hidden = false;
     $("rename").hidden = false;
