@@ -58,7 +58,8 @@ def test_the_transport_protocol_core_imports_neither_gevent_nor_pykka():
     import sys
     from pathlib import Path
 
-    pure = ["errors", "config", "frames", "protocol", "names", "auth", "http_signing", "ops_log"]
+    pure = ["errors", "config", "frames", "protocol", "names", "auth", "auth_request", "cors", "http_signing",
+            "ops_log"]
     code = (
         "import sys\n"
         + "".join(f"import transport.{m}\n" for m in pure)
