@@ -1,7 +1,8 @@
-"""Run ``python -m MODULE ARGS`` from the repository root and read its output with deadlines.
+"""Run a child process (``python -m MODULE``, ``node FILE``) and read its output with deadlines.
 
-For the examples' tests: one thread collects stdout and stderr (merged) line
-by line, so :meth:`PythonProcess.wait_for` never blocks past its timeout::
+For the examples' and README's tests: one thread collects stdout and stderr
+(merged) line by line, so :meth:`ChildProcess.wait_for` never blocks past
+its timeout::
 
     with PythonProcess("examples.ticker", "--port", "0") as proc:
         port = int(proc.wait_for(re.compile(r"ws://127.0.0.1:(\\d+)"), 10).group(1))
@@ -18,20 +19,19 @@ import threading
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REPO", "PythonProcess"]
+__all__ = ["REPO", "ChildProcess", "PythonProcess"]
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-class PythonProcess:
-    """A ``python -m`` child with its merged output collected; stopped (SIGINT, then kill) on exit."""
+class ChildProcess:
+    """A child with its merged output collected; :meth:`stop` is Ctrl-C, leaving the block kills it."""
 
-    def __init__(self, module: str, *args: str) -> None:
+    def __init__(self, argv: list[str], cwd: Path = REPO) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORCAST_")}
         env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
         self.output: list[str] = []
         self._more = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -75,7 +75,7 @@ class PythonProcess:
         with self._more:
             return "\n".join(self.output)
 
-    def __enter__(self) -> PythonProcess:
+    def __enter__(self) -> ChildProcess:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -83,3 +83,10 @@ class PythonProcess:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self._reader.join(5)
+
+
+class PythonProcess(ChildProcess):
+    """``python -m MODULE ARGS`` from the repository root."""
+
+    def __init__(self, module: str, *args: str) -> None:
+        super().__init__([sys.executable, "-m", module, *args])
