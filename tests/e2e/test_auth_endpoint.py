@@ -4,7 +4,9 @@ pusher-js (tests/js/client.js under Node) is configured with its own endpoint
 transport (``channelAuthorization: {endpoint}``), so it POSTs its form body to
 the endpoint exactly as a browser page would; the signatures it gets back then
 let it join private and presence channels and sign in on a real node. The CORS
-tests speak HTTP as a browser does: a preflight, then the POST.
+tests speak HTTP as a browser does (a preflight, then the POST), and a real
+headless Chromium loads a page on another origin whose pusher-js asks the
+endpoint, so the browser itself decides whether the answer may be read.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -149,3 +153,48 @@ def test_a_preflight_and_a_post_from_another_origin_get_no_allow_origin(auth_url
     assert post.status == 200  # answered, but the browser hides it from the other site's page
     assert post.getheader("Access-Control-Allow-Origin") is None
     assert post.getheader("Vary") == "Origin"
+
+
+# --- the same in a real browser (Debian's chromium, headless) ---------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+PUSHER_JS_WEB = Path(__file__).resolve().parents[1] / "js" / "node_modules" / "pusher-js" / "dist" / "web" / "pusher.min.js"
+
+
+def page(node_port: int, auth_url: str) -> Callable[..., list[bytes]]:
+    """A page (and its pusher-js) whose private subscription asks ``auth_url`` with a custom header."""
+    html = f"""<!doctype html><html><body><p id="result">waiting</p><script src="/pusher.min.js"></script><script>
+const pusher = new Pusher('app-key', {{cluster: 'mt1', wsHost: '127.0.0.1', wsPort: {node_port}, forceTLS: false,
+  enabledTransports: ['ws'], channelAuthorization: {{endpoint: '{auth_url}/pusher/auth', headers: {{'X-Token': 't'}}}}}});
+const result = document.getElementById('result');
+const channel = pusher.subscribe('private-room');
+channel.bind('pusher:subscription_succeeded', () => {{ result.textContent = 'subscribed'; }});
+channel.bind('pusher:subscription_error', (e) => {{ result.textContent = 'refused ' + e.status; }});
+</script></body></html>""".encode()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ["PATH_INFO"] == "/pusher.min.js":
+            start_response("200 OK", [("Content-Type", "application/javascript")])
+            return [PUSHER_JS_WEB.read_bytes()]
+        start_response("200 OK", [("Content-Type", "text/html")])
+        return [html]
+
+    return app
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (the README's test command installs it)")
+@pytest.mark.parametrize(("listed", "result"), [(True, "subscribed"), (False, "refused 0")])
+def test_a_page_on_another_origin_gets_its_signature_only_when_its_origin_is_listed(node, users, tmp_path,
+                                                                                    listed, result):
+    ensure_node_modules()
+    endpoint: dict[str, AuthEndpoint] = {}  # made once the page's origin (its port) is known
+    with serve_wsgi(lambda environ, start_response: endpoint["app"](environ, start_response)) as auth_url, \
+            serve_wsgi(page(node.port, auth_url)) as page_url:
+        page_origin = page_url.replace("127.0.0.1", "localhost")  # another origin than the endpoint's
+        endpoint["app"] = AuthEndpoint(App(), users.authorize, allowed_origins=[page_origin] if listed else [])
+        done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}",
+                               "--virtual-time-budget=5000", "--dump-dom", f"{page_origin}/"],
+                              capture_output=True, text=True, timeout=60)
+    assert f'<p id="result">{result}</p>' in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    # Unlisted: the browser's preflight was refused, so the POST (and authorize) never happened.
+    assert [channel for _, channel in users.asked] == (["private-room"] if listed else [])
