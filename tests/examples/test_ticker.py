@@ -2,13 +2,15 @@
 
 The ticker runs as a subprocess on port 0 (it prints the ports it got); the
 subscribers are websocket-client connections (tests/wsclient.py), every read
-bounded.
+bounded, and headless Chromium loading the page.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import urllib.error
 import urllib.request
 
@@ -86,3 +88,19 @@ def test_watch_prints_the_feed_of_a_running_ticker():
             watcher.wait_for(re.compile(r"^ACME \d+\.\d\d \([+-]\d+\.\d\d\)$"), STARTUP)
             assert watcher.stop() == 0
         assert proc.stop() == 0
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (the README's test command installs it)")
+@pytest.mark.skipif(not PUSHER_JS.is_file(), reason="pusher-js for the page: run npm ci --prefix examples/chat")
+def test_the_page_shows_the_prices_in_a_browser(tmp_path):
+    with ticker("--interval-ms", "100", "--symbols", "ACME,GLOBEX") as proc:
+        page_url = proc.wait_for(PAGE_URL, STARTUP).group(1)
+        done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}",
+                               "--virtual-time-budget=5000", "--dump-dom", page_url],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.stop() == 0
+    assert '<small id="state">connected</small>' in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    assert re.search(r"<tr><td>ACME</td><td>\d+\.\d\d</td>", done.stdout), done.stdout[-2000:]
