@@ -8,8 +8,10 @@ setup(
     description="A realtime WebSocket server speaking the Pusher Channels protocol, built on Pykka and gevent",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["actors", "actors.*", "transport", "transport.*"]),
+    package_data={"actors": ["py.typed"], "transport": ["py.typed"]},  # PEP 561: the packages are typed
     install_requires=[
         "pykka>=4.1,<5",
         "gevent>=23.9",

@@ -8,7 +8,8 @@ Install once (CI should do it before running pytest)::
 ``npm install``) when tests/js/node_modules is missing or holds other versions.
 
 Pinned: pusher-js 8.6.0 (client; its node build bundles tweetnacl for private-encrypted-
-channels), pusher 5.3.4 (server SDK).
+channels), pusher 5.3.4 (server SDK), laravel-echo 2.5.0 (run by tests/e2e/test_readme_snippets.py;
+it needs Node ^20.19 or >=22.12).
 
 Typical use::
 

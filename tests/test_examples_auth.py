@@ -1,27 +1,27 @@
-"""examples/pusher_auth.make_auth_app: the auth it signs verifies and works on a real node.
+"""examples/pusher_auth: the demo endpoint built on actors.auth_endpoint works as documented.
 
-The app is pure WSGI, so most tests call it directly with a fake environ (a form
-POST, as pusher-js sends it). One test serves it over real HTTP (stdlib wsgiref on
-127.0.0.1 port 0, in a thread) and uses its answers to join private and presence
-channels and sign in over a real WebSocket.
+AuthEndpoint itself is tested in tests/runtime/test_auth_endpoint.py (WSGI
+calls) and tests/e2e/test_auth_endpoint.py (pusher-js, CORS). Here: the
+example's ``identify``/``may_join`` model, its guests, its answers used on a
+real node over a WebSocket, and ``python -m examples.pusher_auth`` serving.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import threading
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-import pusher
 import pusher.signature
 import pytest
 
 from examples.pusher_auth import make_auth_app
+from tests.pyproc import PythonProcess
+from tests.wsgiserve import serve_wsgi
 from transport import auth
 
 KEY, SECRET = "app-key", "app-secret"
@@ -57,11 +57,6 @@ def auth_app():
     return make_auth_app(KEY, SECRET, identify=lambda environ: dict(ANN))
 
 
-@pytest.fixture
-def sdk():
-    return pusher.Pusher(app_id="1", key=KEY, secret=SECRET, ssl=False)
-
-
 def _hex(signed: str) -> str:
     key, _, signature = signed.rpartition(":")
     assert key == KEY
@@ -69,14 +64,6 @@ def _hex(signed: str) -> str:
 
 
 # --- direct WSGI calls ----------------------------------------------------------------
-
-
-def test_private_channel_auth_verifies_and_equals_the_sdks(auth_app, sdk):
-    status, _, body = post(auth_app, "/pusher/auth", {"socket_id": SOCKET_ID, "channel_name": "private-room"})
-    assert status == 200
-    assert set(body) == {"auth"}
-    auth.verify_channel_auth(KEY, SECRET, SOCKET_ID, "private-room", body["auth"])
-    assert body["auth"] == sdk.authenticate(channel="private-room", socket_id=SOCKET_ID)["auth"]
 
 
 def test_presence_channel_auth_signs_channel_data_naming_the_identified_user(auth_app):
@@ -97,23 +84,6 @@ def test_user_auth_signs_the_identified_users_data(auth_app):
     user = auth.parse_user_data(body["user_data"])
     assert (user.id, user.user_info) == ("42", {"name": "Ann"})
     assert pusher.signature.verify(SECRET, f"{SOCKET_ID}::user::{body['user_data']}", _hex(body["auth"]))
-
-
-def test_auth_is_bound_to_the_socket_and_channel_it_was_asked_for(auth_app):
-    _, _, body = post(auth_app, "/pusher/auth", {"socket_id": SOCKET_ID, "channel_name": "private-room"})
-    with pytest.raises(auth.AuthError):
-        auth.verify_channel_auth(KEY, SECRET, "1.1", "private-room", body["auth"])
-    with pytest.raises(auth.AuthError):
-        auth.verify_channel_auth(KEY, SECRET, SOCKET_ID, "private-other", body["auth"])
-
-
-def test_signatures_use_the_apps_own_key_and_secret():
-    app = make_auth_app("other-key", "other-secret", identify=lambda environ: dict(ANN))
-    _, _, body = post(app, "/pusher/auth", {"socket_id": SOCKET_ID, "channel_name": "private-room"})
-    assert body["auth"].startswith("other-key:")
-    auth.verify_channel_auth("other-key", "other-secret", SOCKET_ID, "private-room", body["auth"])
-    with pytest.raises(auth.AuthError):
-        auth.verify_channel_auth(KEY, SECRET, SOCKET_ID, "private-room", body["auth"])
 
 
 def test_anonymous_visitor_is_refused_with_403():
@@ -140,10 +110,6 @@ def test_may_join_is_asked_with_the_identified_user_and_channel():
     assert asked == [("42", "presence-room")]
 
 
-def test_get_is_refused_with_405(auth_app):
-    assert post(auth_app, "/pusher/auth", method="GET")[0] == 405
-
-
 def test_default_identify_makes_a_distinct_guest_per_request():
     app = make_auth_app(KEY, SECRET)
     users = [auth.parse_user_data(post(app, "/pusher/user-auth", {"socket_id": SOCKET_ID})[2]["user_data"])
@@ -155,22 +121,11 @@ def test_default_identify_makes_a_distinct_guest_per_request():
 # --- over real sockets -----------------------------------------------------------------------
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
-        pass
-
-
 @pytest.fixture
 def auth_url():
-    """The example app served by wsgiref on 127.0.0.1 port 0 (a thread), shut down after the test."""
-    server = make_server("127.0.0.1", 0, make_auth_app(KEY, SECRET, identify=lambda environ: dict(ANN)),
-                         handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    """The example app served by gevent.pywsgi on 127.0.0.1 port 0, stopped after the test."""
+    with serve_wsgi(make_auth_app(KEY, SECRET, identify=lambda environ: dict(ANN))) as url:
+        yield url
 
 
 def _form_post(url: str, form: dict[str, str]) -> dict[str, Any]:
@@ -202,3 +157,23 @@ def test_endpoint_answers_a_get_over_http_with_405(auth_url):
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"{auth_url}/pusher/auth", timeout=TIMEOUT)  # a GET
     assert info.value.code == 405
+
+
+def test_allowed_origins_reach_the_endpoint():
+    app = make_auth_app(KEY, SECRET, allowed_origins=["http://localhost:3000"])
+    body = urllib.parse.urlencode({"socket_id": SOCKET_ID, "channel_name": "private-room"}).encode()
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/pusher/auth", "HTTP_ORIGIN": "http://localhost:3000",
+               "CONTENT_TYPE": "application/x-www-form-urlencoded", "CONTENT_LENGTH": str(len(body)),
+               "wsgi.input": io.BytesIO(body)}
+    started: dict[str, Any] = {}
+    app(environ, lambda status, headers: started.update(headers))
+    assert started["Access-Control-Allow-Origin"] == "http://localhost:3000"
+
+
+def test_python_m_examples_pusher_auth_serves_guests_until_ctrl_c():
+    with PythonProcess("examples.pusher_auth", "--port", "0") as proc:
+        url = proc.wait_for(re.compile(r"(http://127\.0\.0\.1:\d+)/pusher/auth"), 15).group(1)
+        answer = _form_post(f"{url}/pusher/user-auth", {"socket_id": SOCKET_ID})
+        assert auth.parse_user_data(answer["user_data"]).id.startswith("guest-")
+        assert proc.stop() == 0
+        assert "Traceback" not in proc.text()

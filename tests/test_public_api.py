@@ -58,7 +58,8 @@ def test_the_transport_protocol_core_imports_neither_gevent_nor_pykka():
     import sys
     from pathlib import Path
 
-    pure = ["errors", "config", "frames", "protocol", "names", "auth", "http_signing", "ops_log"]
+    pure = ["errors", "config", "frames", "protocol", "names", "auth", "auth_request", "cors", "http_signing",
+            "ops_log"]
     code = (
         "import sys\n"
         + "".join(f"import transport.{m}\n" for m in pure)
@@ -69,3 +70,12 @@ def test_the_transport_protocol_core_imports_neither_gevent_nor_pykka():
     result = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.__name__)
+def test_the_package_is_marked_typed_and_setup_ships_the_marker(package):
+    from pathlib import Path
+
+    assert (Path(package.__path__[0]) / "py.typed").is_file()
+    setup_py = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
+    assert f'"{package.__name__}": ["py.typed"]' in setup_py
