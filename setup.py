@@ -20,8 +20,10 @@ setup(
         "redis>=5,<6",  # the Redis adapter (actors/redis_bus.py)
     ],
     extras_require={
-        # playwright drives Debian's chromium in tests/examples (never `playwright install`).
-        "test": ["pytest>=8", "websocket-client>=1.6", "pusher>=3.3", "ruff>=0.6", "mypy>=1.10", "playwright>=1.40"],
+        # playwright drives Debian's chromium in tests/examples (never `playwright install`);
+        # trustme: the TLS tests make their own CA and certificates (tests/tls_certs.py).
+        "test": ["pytest>=8", "websocket-client>=1.6", "pusher>=3.3", "ruff>=0.6", "mypy>=1.10", "playwright>=1.40",
+                 "trustme>=1.1"],
     },
     entry_points={"console_scripts": ["actorcast=actors.cli:main"]},
 )

@@ -33,6 +33,7 @@ from transport.metrics_endpoint import make_metrics_server
 from transport.ops_log import OpsLog, RateLimiter
 from transport.routes import PROBES, NodeRoutes
 from transport.server import HttpServer
+from transport.tls import tls_context
 
 from .adapter import make_adapter
 from .app import AppActor
@@ -55,7 +56,13 @@ BUS_CONNECT_SECONDS = 5.0  # how long start() waits for a cluster bus to connect
 
 
 class Node:
-    """One actorcast node: a Pusher-compatible server for one or more apps."""
+    """One actorcast node: a Pusher-compatible server for one or more apps.
+
+    ``tls_cert`` (a PEM chain) and ``tls_key`` (its key; None: in the same
+    file) make the port serve ``wss://`` and ``https://`` only, and with
+    ``metrics_tls`` the metrics port ``https://``; the files are read by
+    ``start()``, which raises ConfigError naming a file it cannot use.
+    """
 
     def __init__(
         self,
@@ -73,6 +80,9 @@ class Node:
         request_timeout: float = 0.5,
         webhook_timings: WebhookTimings | None = None,
         worker: int | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        metrics_tls: bool = False,
     ) -> None:
         self.apps = AppTable(list(apps) if apps is not None else [App()])
         self.limits = limits or ServerLimits()
@@ -81,6 +91,9 @@ class Node:
         self.metrics_host = metrics_host or host
         self.metrics_port = metrics_port
         self.metrics_flush_interval = metrics_flush_interval
+        # TLS (transport.tls): the files are read at start(); tls_key None = the key is in tls_cert.
+        self.tls_cert, self.tls_key, self.metrics_tls = tls_cert, tls_key, metrics_tls
+        self._tls: Any = None
         self.registry = CollectorRegistry()
         self._hub = HubThread()
         self._server: HttpServer | None = None
@@ -114,6 +127,7 @@ class Node:
         """Start actors and sockets; return once the node listens."""
         if self.running:
             raise ActorcastError("node already started")
+        self._tls = tls_context(self.tls_cert, self.tls_key, metrics_tls=self.metrics_tls)  # ConfigError: say which file
         self._hub.start(self._start_in_hub)
         self.running = True
         # On a cluster, wait (bounded) for the bus: what is published before
@@ -127,8 +141,11 @@ class Node:
         if self.worker is not None:  # the parent says where the port and the metrics are, once
             log.debug("worker %d listening on port %d as node %s", self.worker, self.port, self.node_id)
         else:
-            metrics = f"http://{self.metrics_host}:{self.metrics_port}/metrics" if self.metrics_port is not None else "off"
-            log.info("actorcast listening on ws://%s:%d/app/{key} (metrics on %s)", self.host, self.port, metrics)
+            scheme = "s" if self._tls is not None else ""
+            metrics = (f"http{'s' if self.metrics_tls else ''}://{self.metrics_host}:{self.metrics_port}/metrics"
+                       if self.metrics_port is not None else "off")
+            log.info("actorcast listening on ws%s://%s:%d/app/{key} (metrics on %s)", scheme, self.host, self.port,
+                     metrics)
         return self
 
     def _start_in_hub(self) -> None:
@@ -143,7 +160,7 @@ class Node:
         quota = None if self.cluster.solo else self.cluster
         self._routes = NodeRoutes(self.apps, self._connect, self._backend, quota, self._health, self._ops)
         self._server = HttpServer((self.host, self.port), self._routes, self.limits, reuse_port=self.reuse_port,
-                                  always_open=PROBES, ops=self._ops)
+                                  always_open=PROBES, ops=self._ops, tls=self._tls)
         self._health.serving(self._server)
         listening = False
         try:
@@ -151,7 +168,8 @@ class Node:
             self.port = self._server.server_port
             if self.metrics_port is not None:
                 self._metrics_server = make_metrics_server(
-                    (self.metrics_host, self.metrics_port), self.registry, self._flush_metrics, self.limits
+                    (self.metrics_host, self.metrics_port), self.registry, self._flush_metrics, self.limits,
+                    self._tls if self.metrics_tls else None,
                 )
                 self._metrics_server.start()
                 self.metrics_port = self._metrics_server.server_port

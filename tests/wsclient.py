@@ -19,6 +19,7 @@ import base64
 import json
 import os
 import socket
+import ssl
 import struct
 import time
 from typing import Any
@@ -42,10 +43,12 @@ class Closed(Exception):
         self.reason = reason
 
 
-def ws_url(port: int, key: str = "app-key", query: str | None = DEFAULT_QUERY, path: str | None = None) -> str:
-    """``ws://127.0.0.1:PORT/app/KEY?QUERY`` (or any ``path``)."""
+def ws_url(
+    port: int, key: str = "app-key", query: str | None = DEFAULT_QUERY, path: str | None = None, *, tls: bool = False
+) -> str:
+    """``ws://127.0.0.1:PORT/app/KEY?QUERY`` (or any ``path``; ``wss://`` with ``tls``)."""
     path = path if path is not None else f"/app/{key}"
-    return f"ws://127.0.0.1:{port}{path}" + (f"?{query}" if query else "")
+    return f"ws{'s' if tls else ''}://127.0.0.1:{port}{path}" + (f"?{query}" if query else "")
 
 
 def _parse_close(payload: bytes) -> tuple[int | None, str]:
@@ -109,10 +112,17 @@ class PusherClient(_Expecting):
         *,
         established: bool = True,
         timeout: float = TIMEOUT,
+        tls: ssl.SSLContext | None = None,
         **options: Any,
     ) -> PusherClient:
-        """Open a connection; with ``established`` read ``pusher:connection_established`` first."""
-        ws = websocket.create_connection(ws_url(port, key, query, path), timeout=timeout, **options)
+        """Open a connection; with ``established`` read ``pusher:connection_established`` first.
+
+        ``tls``: a client context (trusting the node's CA) to connect with ``wss://``.
+        """
+        if tls is not None:
+            options["sslopt"] = {"context": tls}
+        url = ws_url(port, key, query, path, tls=tls is not None)
+        ws = websocket.create_connection(url, timeout=timeout, **options)
         client = cls(ws)
         if established:
             message = client.expect("pusher:connection_established", timeout=timeout)
@@ -243,14 +253,20 @@ class RawClient(_Expecting):
         *,
         rcvbuf: int | None = None,
         timeout: float = TIMEOUT,
+        tls: ssl.SSLContext | None = None,
     ) -> RawClient:
-        """Connect and upgrade; ``rcvbuf`` sets SO_RCVBUF *before* connect (so the window stays small)."""
+        """Connect and upgrade; ``rcvbuf`` sets SO_RCVBUF *before* connect (so the window stays small).
+
+        ``tls``: a client context (trusting the node's CA): the upgrade and frames go over TLS.
+        """
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(timeout)
         sock.connect(("127.0.0.1", port))
+        if tls is not None:
+            sock = tls.wrap_socket(sock, server_hostname="127.0.0.1")
         key = base64.b64encode(os.urandom(16)).decode()
         target = path + (f"?{query}" if query else "")
         request = (

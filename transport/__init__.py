@@ -2,7 +2,8 @@
 
 Pure modules (no sockets, no gevent, no pykka): ``errors``, ``config``,
 ``frames``, ``protocol``, ``names``, ``auth``, ``http_signing``, ``ops_log``.
-I/O glue on gevent: ``writer``, ``websocket``, ``server``, ``metrics_endpoint``.
+I/O glue on gevent: ``writer``, ``websocket``, ``server``, ``first_request``,
+``tls``, ``routes``, ``metrics_endpoint``.
 """
 
 from .config import App, AppTable

@@ -37,13 +37,17 @@ class FirstRequest:
 
     __slots__ = ("buf", "deadline", "io", "server", "sock", "timer")
 
-    def __init__(self, server: Any, sock: socket.socket) -> None:
+    def __init__(self, server: Any, sock: socket.socket, deadline: float | None = None) -> None:
         self.server = server
         self.sock = sock
         self.buf = bytearray()
         loop = gevent.get_hub().loop
-        timeout = server.limits.header_timeout
-        self.deadline = time.monotonic() + timeout  # the greenlet path keeps time.monotonic too
+        if deadline is None:  # from accept; a TLS socket brings the one its handshake started
+            timeout = server.limits.header_timeout
+            self.deadline = time.monotonic() + timeout  # the greenlet path keeps time.monotonic too
+        else:
+            self.deadline = deadline
+            timeout = max(deadline - time.monotonic(), 0.0)
         self.io = loop.io(sock.fileno(), _EV_READ)
         self.io.start(self._readable)
         self.timer = loop.timer(timeout)

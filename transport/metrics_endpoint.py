@@ -8,6 +8,7 @@ the node's main port (``transport.server``).
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +39,11 @@ class MetricsRoutes:
 
 
 def make_metrics_server(
-    listener: Any, registry: CollectorRegistry, flush: Callable[[], None], limits: ServerLimits | None = None
+    listener: Any,
+    registry: CollectorRegistry,
+    flush: Callable[[], None],
+    limits: ServerLimits | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> HttpServer:
-    """An HTTP server answering ``/metrics`` from ``registry`` after ``flush()``."""
-    return HttpServer(listener, MetricsRoutes(registry, flush), limits)
+    """An HTTP server (HTTPS with ``tls``) answering ``/metrics`` from ``registry`` after ``flush()``."""
+    return HttpServer(listener, MetricsRoutes(registry, flush), limits, tls=tls)

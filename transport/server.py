@@ -7,7 +7,8 @@ request heads and bodies under the deadlines of
 :class:`Router` and writes its answer in one ``send``. A WebSocket upgrade
 ends the greenlet: the router takes the socket over (``transport.websocket``).
 The protocol rules live in ``transport.http``; this module moves bytes and
-keeps the clock.
+keeps the clock. With a TLS context each accepted socket first goes through
+its handshake (``transport.tls``), under the same head deadline.
 
 What a client does wrong is never a traceback here: a reset or a timeout
 closes its socket with one DEBUG line; a malformed request gets its 4xx and,
@@ -24,6 +25,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import ssl
 import time
 from typing import Any, NamedTuple, Protocol
 
@@ -36,6 +38,7 @@ from .errors import HttpError
 from .first_request import FirstRequest
 from .http import Request, find_head_end, parse_head, response, websocket_accept
 from .ops_log import OpsLog, peer_address
+from .tls import TlsHandshake
 
 __all__ = ["HttpServer", "Reply", "Router"]
 
@@ -85,12 +88,17 @@ class HttpServer:
         reuse_port: bool = False,
         always_open: frozenset[str] = frozenset(),
         ops: OpsLog | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.address = address
         self.router = router
         self.limits = limits or ServerLimits()
         self.backlog = backlog
         self.reuse_port = reuse_port
+        #: The TLS context (``transport.tls.tls_context``), or None for plain HTTP.
+        self.tls = tls
+        # What watches an accepted socket first: chosen once, so plain sockets pay nothing for TLS.
+        self._adopt: Any = FirstRequest if tls is None else TlsHandshake
         self.server_port = address[1]
         #: True while the node drains: every request is answered 503 + Connection: close,
         #: except plain (non-upgrade) requests for these paths (health probes).
@@ -103,7 +111,7 @@ class HttpServer:
         self._watcher: Any = None
         self._retry: Any = None
         self._conns: set[gevent.Greenlet] = set()
-        self._waiting: set[FirstRequest] = set()  # accepted, first request head not complete yet
+        self._waiting: set[FirstRequest | TlsHandshake] = set()  # accepted, first request head not complete yet
         self._accept_pauses = 0
         self._last_fd_warning = 0.0
 
@@ -163,6 +171,8 @@ class HttpServer:
             return
         try:
             sent = sock.send(accept)
+        except BlockingIOError:
+            sent = 0  # the greenlet below waits and sends the same bytes (TLS requires the same)
         except OSError as exc:
             log.debug("client left during the upgrade: %r", exc)
             sock.close()
@@ -176,7 +186,13 @@ class HttpServer:
             log.exception("error taking over a WebSocket connection")
             sock.close()
 
-    def forget(self, waiting: FirstRequest) -> None:
+    def read_first_request(self, sock: socket.socket, deadline: float) -> FirstRequest:
+        """Watch ``sock`` (its TLS handshake done) until its first request head is in, by ``deadline``."""
+        waiting = FirstRequest(self, sock, deadline)
+        self._waiting.add(waiting)
+        return waiting
+
+    def forget(self, waiting: FirstRequest | TlsHandshake) -> None:
         """``waiting`` stopped watching its socket (done or given up)."""
         self._waiting.discard(waiting)
 
@@ -208,6 +224,7 @@ class HttpServer:
     def _on_acceptable(self) -> None:
         # Runs in the hub: must not block. Accept a batch, hand each to a greenlet.
         listener = self._sock
+        adopt = self._adopt
         for _ in range(ACCEPT_BATCH):
             if listener is None:
                 return
@@ -228,7 +245,7 @@ class HttpServer:
                 continue
             # No greenlet yet: most connections are WebSocket upgrades, which
             # are read, answered and handed over from libev callbacks alone.
-            self._waiting.add(FirstRequest(self, sock))
+            self._waiting.add(adopt(self, sock))
 
     def _pause_accepting(self, exc: OSError) -> None:
         # The pending connection stays in the backlog and the watcher would
