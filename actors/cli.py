@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="join other nodes: redis://[:password@]host:port/db (env ACTORCAST_ADAPTER; default: none)")
         p.add_argument("--workers", default=None,
                        help="worker processes sharing the port (default 1; 'auto': one per core; env ACTORCAST_WORKERS)")
+        p.add_argument("--tls-cert", default=None, metavar="FILE",
+                       help="serve https:// and wss:// with this PEM certificate chain (default: plain)")
+        p.add_argument("--tls-key", default=None, metavar="FILE", help="its PEM private key (default: in --tls-cert)")
+        p.add_argument("--metrics-tls", action="store_true", default=None, help="serve the metrics port over TLS too")
     return parser
 
 
@@ -65,6 +69,9 @@ def node_from_args(args: argparse.Namespace, env: dict[str, str], **overrides: A
         "port": port,
         "metrics_port": None if metrics_port < 0 else metrics_port,
         "adapter": args.adapter or env.get("ACTORCAST_ADAPTER") or None,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "metrics_tls": bool(args.metrics_tls),
     }
     return Node(**{**settings, **overrides})
 
@@ -106,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _supervisor(node: Node, workers: int, argv: list[str], env: dict[str, str]) -> Supervisor:
     """The parent of ``workers`` processes serving what ``node`` describes."""
     return Supervisor(argv, workers, host=node.host, port=node.port, metrics_host=node.metrics_host,
-                      metrics_port=node.metrics_port, limits=node.limits, env=env)
+                      metrics_port=node.metrics_port, limits=node.limits, env=env,
+                      tls_cert=node.tls_cert, tls_key=node.tls_key, metrics_tls=node.metrics_tls)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from transport.config import ServerLimits
 from transport.errors import ActorcastError, ConfigError
 from transport.metrics_endpoint import make_metrics_server
+from transport.tls import tls_context
 
 from .hub import HubThread
 from .worker_bus import Relay
@@ -113,6 +114,9 @@ class Supervisor:
         metrics_port: int | None,
         limits: ServerLimits | None = None,
         env: dict[str, str] | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        metrics_tls: bool = False,
     ) -> None:
         self.argv = list(argv)
         self.count = count
@@ -122,6 +126,10 @@ class Supervisor:
         self.metrics_port = metrics_port
         self.limits = limits or ServerLimits()
         self.env = dict(os.environ if env is None else env)
+        # The workers read the TLS files themselves (they re-parse argv); the
+        # parent reads them too, to fail once and clearly, and for /metrics.
+        self.tls_files = (tls_cert, tls_key, metrics_tls)
+        self._tls: Any = None
         self.workers = [_Worker(n) for n in range(1, count + 1)]
         self.dir = ""
         self._hub = HubThread(name="actorcast-parent")
@@ -143,9 +151,11 @@ class Supervisor:
     def start(self) -> Supervisor:
         """Reserve the port, start the relay and /metrics, start every worker; return once all listen.
 
-        Raises OSError (the port or the metrics port in use) or WorkerStartError,
-        with everything started so far stopped again.
+        Raises OSError (the port or the metrics port in use), ConfigError (a TLS
+        file) or WorkerStartError, with everything started so far stopped again.
         """
+        cert, key, metrics_tls = self.tls_files
+        self._tls = tls_context(cert, key, metrics_tls=metrics_tls)
         self.dir = tempfile.mkdtemp(prefix="actorcast-")
         os.mkdir(self.metrics_dir)
         started = False
@@ -161,9 +171,10 @@ class Supervisor:
             if not started:  # a worker that cannot start, say: undo what started, let the error through
                 self._stop_workers(grace=1.0)
                 self._close()
-        log.info("actorcast listening on ws://%s:%d/app/{key} (metrics on %s), %d workers", self.host, self.port,
-                 f"http://{self.metrics_host}:{self.metrics_port}/metrics" if self.metrics_port is not None else "off",
-                 self.count)
+        log.info("actorcast listening on ws%s://%s:%d/app/{key} (metrics on %s), %d workers",
+                 "s" if self._tls is not None else "", self.host, self.port,
+                 f"http{'s' if metrics_tls else ''}://{self.metrics_host}:{self.metrics_port}/metrics"
+                 if self.metrics_port is not None else "off", self.count)
         return self
 
     def _reserve_port(self) -> None:
@@ -187,7 +198,8 @@ class Supervisor:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.metrics_dir)
         # Nothing to flush here: the workers flush to their files on a timer.
-        server = make_metrics_server((self.metrics_host, self.metrics_port), registry, lambda: None, self.limits)
+        server = make_metrics_server((self.metrics_host, self.metrics_port), registry, lambda: None, self.limits,
+                                     self._tls if self.tls_files[2] else None)
         try:
             server.start()
         except OSError:  # the metrics port in use: undo the relay, let the error through

@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import socket
 import ssl
 import time
@@ -30,6 +31,7 @@ import pytest
 from actors import App, ConfigError, Node
 from tests.conftest import wait_until
 from tests.e2e import test_http_server as plain_http
+from tests.e2e.test_cli import Serve, run_cli
 from tests.e2e.test_http_server import HEADER_TIMEOUT, LIMITS, SLACK, Conn, reset, stall
 from tests.jsdriver import PusherJsClient
 from tests.tls_certs import Certs, make_certs
@@ -368,3 +370,58 @@ def test_a_wrong_or_missing_tls_file_is_a_one_line_error_at_start_naming_it(cert
     message = str(raised.value)
     assert named in message and "\n" not in message, message
     assert not node.running
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_actorcast_serve_with_a_missing_certificate_exits_2_with_one_line(tmp_path, workers):
+    missing = str(tmp_path / "missing.pem")
+    done = run_cli("--port", "0", "--metrics-port", "-1", "--workers", workers, "--tls-cert", missing)
+    assert done.returncode == 2, done.stderr
+    expected = f"actorcast: cannot read the TLS certificate file {missing}: No such file or directory"
+    assert done.stderr.strip().splitlines() == [expected], done.stderr
+
+
+PARENT_LISTENING = re.compile(r"actors\.workers: actorcast listening on wss://127\.0\.0\.1:(?P<port>\d+)/app/\S* "
+                              r"\(metrics on (?P<metrics>https://\S+/metrics)\), 2 workers")
+WORKERS_MET = re.compile(r"worker-\d+ actors\.cluster: node \d+ joined the cluster")
+
+
+def test_every_worker_serves_tls_and_the_parent_serves_metrics_over_tls(certs):
+    with socket.socket() as probe:  # a free port for all: the parent and its workers share it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve = Serve("--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0", "--workers", "2",
+                  "--tls-cert", certs.cert, "--tls-key", certs.key, "--metrics-tls")
+    clients: list[PusherClient] = []
+    try:
+        listening = serve.wait_for(PARENT_LISTENING, timeout=30)
+        wait_until(lambda: sum(bool(WORKERS_MET.search(line)) for line in serve.output) == 2, timeout=15,
+                   message="the two workers did not meet")
+        clients = [PusherClient.connect(port, tls=certs.client_context(), timeout=10) for _ in range(12)]
+        nodes = {client.socket_id.split(".")[0] for client in clients}
+        assert len(nodes) == 2, f"all 12 clients on one worker: {nodes}"  # the kernel spreads them
+        for client in clients:
+            client.subscribe("news")
+        node_like = type("Port", (), {"port": port})
+        assert sdk(node_like, certs).trigger("news", "hello", "every worker") == {}
+        for client in clients:
+            assert client.expect("hello", "news", timeout=10)["data"] == "every worker"
+        metrics_port = int(re.search(r":(\d+)/metrics$", listening["metrics"])[1])
+
+        def connections() -> float | None:  # the workers write their counts every 0.5 s
+            conn = https(metrics_port, certs)
+            try:
+                conn.request("GET", "/metrics")
+                found = re.search(rb'^actorcast_connections\{app_id="1"\} (\S+)$', conn.getresponse().read(), re.MULTILINE)
+            finally:
+                conn.close()
+            return float(found[1]) if found else None
+
+        wait_until(lambda: connections() == 12.0, timeout=10, message="/metrics over https: 12 connections")
+    finally:
+        for client in clients:
+            client.ws.shutdown()
+        code = serve.stop(signal.SIGTERM, timeout=20) if serve.proc.poll() is None else serve.proc.returncode
+        serve.kill()
+    assert code == 0, serve.output
+    assert not [line for line in serve.output if "Traceback" in line or " ERROR " in line], serve.output
