@@ -3,7 +3,7 @@
 Pure modules (no sockets, no gevent, no pykka): ``errors``, ``config``,
 ``frames``, ``protocol``, ``names``, ``auth``, ``http_signing``, ``ops_log``.
 I/O glue on gevent: ``writer``, ``websocket``, ``server``, ``first_request``,
-``tls``, ``routes``, ``metrics_endpoint``.
+``bounded_io``, ``tls``, ``routes``, ``metrics_endpoint``.
 """
 
 from .config import App, AppTable

@@ -30,9 +30,8 @@ import time
 from typing import Any, NamedTuple, Protocol
 
 import gevent
-import ujson
-from gevent.socket import wait_read, wait_write
 
+from .bounded_io import Closed, recv_some, refuse, send_all
 from .config import ServerLimits
 from .errors import HttpError
 from .first_request import FirstRequest
@@ -44,11 +43,8 @@ __all__ = ["HttpServer", "Reply", "Router"]
 
 log = logging.getLogger(__name__)
 
-RECV_SIZE = 65536
 ACCEPT_BATCH = 64  # connections accepted per wake-up before other work gets a turn
 ACCEPT_RETRY_SECONDS = 0.05  # out of descriptors: how soon to try again
-LINGER_SECONDS = 2.0  # after an error answer: how long to drain what the client still sends
-LINGER_MAX_BYTES = 1 << 20
 _OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
@@ -69,10 +65,6 @@ class Router(Protocol):
 
     def upgrade(self, request: Request, sock: socket.socket, early: bytes) -> None:
         """Take over a socket that was just answered ``101`` (``early``: bytes already read)."""
-
-
-class _Closed(Exception):
-    """The peer closed its side before a request was complete."""
 
 
 class HttpServer:
@@ -279,7 +271,7 @@ class HttpServer:
         owned = True  # until a router takes the socket over
         try:
             owned = self._requests(sock, buf, deadline, peer_address(sock))
-        except _Closed:
+        except Closed:
             log.debug("client closed before finishing its request")
         except TimeoutError:
             log.debug("client too slow: closing its connection")
@@ -302,7 +294,7 @@ class HttpServer:
         while True:
             if not first:
                 # A kept-alive connection: wait (bounded) for the next request to start.
-                if not buf and not self._recv(sock, buf, time.monotonic() + limits.idle_timeout, idle=True):
+                if not buf and not recv_some(sock, buf, time.monotonic() + limits.idle_timeout, idle=True):
                     return True
                 deadline = time.monotonic() + limits.header_timeout
             first = False
@@ -314,7 +306,7 @@ class HttpServer:
                 scanned = len(buf)
                 try:
                     # No byte yet: a silent connection is closed quietly at the deadline.
-                    if not self._recv(sock, buf, deadline, idle=not buf):
+                    if not recv_some(sock, buf, deadline, idle=not buf):
                         return True
                 except TimeoutError:
                     if buf:  # a request was started and not finished: say so before closing
@@ -349,8 +341,8 @@ class HttpServer:
             deadline = time.monotonic() + limits.body_timeout
             while len(buf) < length:
                 try:
-                    if not self._recv(sock, buf, deadline):
-                        raise _Closed
+                    if not recv_some(sock, buf, deadline):
+                        raise Closed
                 except TimeoutError:
                     self._refuse(sock, HttpError(408, "Request body not received in time"))
                     raise
@@ -385,15 +377,11 @@ class HttpServer:
         self.router.upgrade(request, sock, early)
         return False
 
-    # --- bounded I/O -----------------------------------------------------------------
+    # --- bounded I/O (transport.bounded_io) --------------------------------------------
 
     def _refuse(self, sock: socket.socket, exc: HttpError) -> None:
-        """Answer an error and end the connection without losing the answer.
+        """Answer an error and end the connection (a lingering close, see ``bounded_io.refuse``).
 
-        Closing a socket with unread input makes the kernel send a reset,
-        which can destroy the answer before the client reads it (a 431 for a
-        100 KB header, say). So: send, shut our side, then read and discard
-        what the client still sends, for a bounded time (a "lingering close").
         A 4xx is the one place a malformed request is refused: its log line is here.
         """
         if self.ops is not None and 400 <= exc.status < 500:
@@ -402,60 +390,7 @@ class HttpServer:
                           f"{exc.message}", kind="http_refused", status=exc.status, reason=exc.message)
         else:
             log.debug("refused request (%d): %s", exc.status, exc.message)
-        try:
-            self._send(sock, _error(exc))
-            sock.shutdown(socket.SHUT_WR)
-            deadline = time.monotonic() + LINGER_SECONDS
-            chunk, discarded = bytearray(), 0
-            while discarded < LINGER_MAX_BYTES and self._recv(sock, chunk, deadline, idle=True):
-                discarded += len(chunk)
-                del chunk[:]
-        except (OSError, TimeoutError):
-            log.debug("client left before reading the %d answer", exc.status)
+        refuse(sock, exc, self.limits.send_timeout)
 
-    def _recv(self, sock: socket.socket, buf: bytearray, deadline: float, *, idle: bool = False) -> bool:
-        """Append what the socket has (waiting until ``deadline``); False on EOF."""
-        while True:
-            try:
-                data = sock.recv(RECV_SIZE)
-            except BlockingIOError:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError from None
-                try:
-                    wait_read(sock.fileno(), timeout=remaining)
-                except TimeoutError:
-                    if idle:
-                        return False  # an idle kept-alive connection: close quietly
-                    raise
-                continue
-            if not data:
-                if buf and not idle:
-                    raise _Closed
-                return False
-            buf += data
-            return True
-
-    def _send(self, sock: socket.socket, data: bytes, *, quiet: bool = False) -> None:
-        """Write all of ``data`` within ``send_timeout`` (raises OSError/TimeoutError)."""
-        view = memoryview(data)
-        deadline = time.monotonic() + self.limits.send_timeout
-        try:
-            while view:
-                try:
-                    view = view[sock.send(view):]
-                except BlockingIOError:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError from None
-                    wait_write(sock.fileno(), timeout=remaining)
-        except (OSError, TimeoutError):
-            if not quiet:
-                raise
-
-
-def _error(exc: HttpError) -> bytes:
-    # Errors end the connection: after a malformed request we cannot tell
-    # where the next one would start.
-    body = ujson.dumps({"error": exc.message}, ensure_ascii=False, escape_forward_slashes=False).encode("utf-8")
-    return response(exc.status, body, "application/json", keep_alive=False, headers=exc.headers)
+    def _send(self, sock: socket.socket, data: bytes) -> None:
+        send_all(sock, data, self.limits.send_timeout)
