@@ -25,12 +25,13 @@ from prometheus_client import CollectorRegistry
 from pykka import ActorDeadError, Timeout
 
 from transport import cluster as wire
-from transport import names, protocol, text
+from transport import protocol
 from transport.config import App, AppTable, ServerLimits
 from transport.errors import ActorcastError
 from transport.frames import text_frame
 from transport.metrics_endpoint import make_metrics_server
 from transport.ops_log import OpsLog, RateLimiter
+from transport.protocol import check_broadcast  # re-exported: the test facades check as Node does
 from transport.routes import PROBES, NodeRoutes
 from transport.server import HttpServer
 from transport.tls import tls_context
@@ -391,21 +392,3 @@ def _left(deadline: float) -> float:
     """Seconds until ``deadline``, at least a sliver (asks need a positive timeout)."""
     return max(deadline - time.monotonic(), 0.01)
 
-
-def check_broadcast(app: App, channels: str | Iterable[str], event: str, data: Any) -> tuple[tuple[str, ...], str]:
-    """What ``Node.broadcast`` checks in the caller's thread; returns the channels and the data as sent.
-
-    Names raise ProtocolError; data JSON cannot carry (NaN, objects, lone
-    surrogates) raises ActorcastError here, in the caller, never inside an actor.
-    """
-    channels = (channels,) if isinstance(channels, str) else tuple(channels)
-    for channel in channels:
-        names.validate_channel_name(channel, app.max_channel_name_length, allow_server_to_user=True)
-    names.validate_event_name(event, app.max_event_name_length)
-    try:
-        encoded = protocol.encode_data(data)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ActorcastError(f"event data is not JSON-serializable: {exc}") from exc
-    if text.has_lone_surrogate(encoded):
-        raise ActorcastError("event data holds a lone surrogate (e.g. '\\ud800'): it has no UTF-8 form")
-    return channels, encoded

@@ -11,6 +11,7 @@ called once per broadcast and channel, whatever the number of subscribers.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -18,7 +19,7 @@ from urllib.parse import parse_qs
 import ujson
 
 from . import names
-from .errors import ProtocolError
+from .errors import ActorcastError, ProtocolError
 from .frames import text_frame
 from .text import LONE_SURROGATE, decode_utf8, has_lone_surrogate, has_unicode_escape, json_problem
 
@@ -31,6 +32,7 @@ __all__ = [
     "Subscribe",
     "Unknown",
     "Unsubscribe",
+    "check_broadcast",
     "check_connect_request",
     "connection_established_frame",
     "dumps",
@@ -264,6 +266,27 @@ def new_socket_id() -> str:
 def encode_data(data: Any) -> str:
     """Event data as Pusher carries it: a string; other JSON values are encoded."""
     return data if isinstance(data, str) else dumps(data)
+
+
+def check_broadcast(app: Any, channels: str | Iterable[str], event: str, data: Any) -> tuple[tuple[str, ...], str]:
+    """What ``Node.broadcast`` checks in the caller's thread; returns the channels and the data as sent.
+
+    ``app`` is a ``transport.config.App`` (its name limits apply).
+
+    Names raise ProtocolError; data JSON cannot carry (NaN, objects, lone
+    surrogates) raises ActorcastError here, in the caller, never inside an actor.
+    """
+    channels = (channels,) if isinstance(channels, str) else tuple(channels)
+    for channel in channels:
+        names.validate_channel_name(channel, app.max_channel_name_length, allow_server_to_user=True)
+    names.validate_event_name(event, app.max_event_name_length)
+    try:
+        encoded = encode_data(data)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ActorcastError(f"event data is not JSON-serializable: {exc}") from exc
+    if has_lone_surrogate(encoded):
+        raise ActorcastError("event data holds a lone surrogate (e.g. '\\ud800'): it has no UTF-8 form")
+    return channels, encoded
 
 
 def _frame(message: dict) -> bytes:
