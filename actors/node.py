@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import ssl
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -94,7 +95,7 @@ class Node:
         self.metrics_flush_interval = metrics_flush_interval
         # TLS (transport.tls): the files are read at start(); tls_key None = the key is in tls_cert.
         self.tls_cert, self.tls_key, self.metrics_tls = tls_cert, tls_key, metrics_tls
-        self._tls: Any = None
+        self._tls: ssl.SSLContext | None = None
         self.registry = CollectorRegistry()
         self._hub = HubThread()
         self._server: HttpServer | None = None

@@ -35,6 +35,7 @@ import select
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -129,7 +130,7 @@ class Supervisor:
         # The workers read the TLS files themselves (they re-parse argv); the
         # parent reads them too, to fail once and clearly, and for /metrics.
         self.tls_files = (tls_cert, tls_key, metrics_tls)
-        self._tls: Any = None
+        self._tls: ssl.SSLContext | None = None
         self.workers = [_Worker(n) for n in range(1, count + 1)]
         self.dir = ""
         self._hub = HubThread(name="actorcast-parent")
