@@ -33,6 +33,7 @@ import ujson
 
 from .errors import ProtocolError
 from .text import decode_utf8, has_lone_surrogate, has_unicode_escape, json_problem
+from .webhook_ledger import WebhookLog, check_finished, check_queued
 
 __all__ = [
     "KINDS",
@@ -50,6 +51,7 @@ __all__ = [
     "Sync",
     "SyncRequest",
     "TerminateUser",
+    "WebhookLog",
     "decode",
     "encode",
 ]
@@ -184,6 +186,7 @@ class Count(NamedTuple):
 
 ClusterMessage = (
     Publish | Member | Occupancy | Heartbeat | Bye | SyncRequest | Sync | TerminateUser | Request | Answer | Admit | Release | Count
+    | WebhookLog  # defined, with its field checks, beside the webhook ledger it feeds
 )
 
 #: Kind name on the wire -> message class.
@@ -201,6 +204,7 @@ KINDS: dict[str, type] = {
     "adm": Admit,
     "rel": Release,
     "cnt": Count,
+    "whl": WebhookLog,
 }
 
 _KIND_OF: dict[type, str] = {cls: kind for kind, cls in KINDS.items()}
@@ -223,6 +227,8 @@ _KEYS: dict[str, str] = {
     "query": "q",
     "params": "p",
     "value": "v",
+    "queued": "w",
+    "finished": "d",
 }
 
 
@@ -332,6 +338,8 @@ _FIELD_CHECKS: dict[str, _Check] = {
     "members": _Checker.members,
     "params": _Checker.obj,
     "value": _Checker.json,
+    "queued": check_queued,
+    "finished": check_finished,
 }
 
 #: Message class -> [(field name, wire key, check)], in field order.

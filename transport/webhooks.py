@@ -19,6 +19,7 @@ wants, holds back ``channel_vacated`` / ``member_removed`` in a
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "DELAYED",
     "EVENT_TYPES",
     "MAX_BATCH_EVENTS",
+    "SHARED",
     "Delayer",
     "Webhook",
     "batches",
@@ -40,10 +42,12 @@ __all__ = [
     "client_event",
     "member_added",
     "member_removed",
+    "lane_of",
     "next_retry",
     "parse_webhooks",
     "request_headers",
     "retryable",
+    "subject",
     "subscription_count",
 ]
 
@@ -58,6 +62,9 @@ EVENT_TYPES = (
 )
 #: Events held back for the app's ``webhook_delay_seconds``, cancelled by a quick return.
 DELAYED = frozenset({"channel_vacated", "member_removed"})
+#: Events about the whole cluster's state: every node works them out, one node sends them
+#: (``transport.webhook_ledger``). The others are sent by the node that saw them.
+SHARED = frozenset({"channel_occupied", "channel_vacated", "member_added", "member_removed"})
 MAX_BATCH_EVENTS = 100  # events in one POST (Pusher's batch size)
 
 FIRST_RETRY = 1.0  # seconds before the first retry; then doubling
@@ -212,6 +219,15 @@ def request_headers(key: str, secret: str, payload: bytes, extra: Iterable[tuple
     return headers
 
 
+def lane_of(channel: str, lanes: int) -> int:
+    """Which of a URL's ``lanes`` carries the events of ``channel``: the same on every node and run.
+
+    One lane sends one request at a time, so a channel's events arrive in
+    order while the other lanes go on past a slow or failing request.
+    """
+    return zlib.crc32(channel.encode("utf-8", "surrogatepass")) % lanes if lanes > 1 else 0
+
+
 def batches(events: list[Any], limit: int = MAX_BATCH_EVENTS) -> list[list[Any]]:
     """``events`` cut into POSTs of at most ``limit`` events, in order."""
     return [events[i : i + limit] for i in range(0, len(events), limit)]
@@ -255,7 +271,8 @@ def next_retry(
 # --- the delay on vacated / removed -------------------------------------------------
 
 
-def _key(event: Mapping[str, Any]) -> tuple[str, ...]:
+def subject(event: Mapping[str, Any]) -> tuple[str, ...]:
+    """What an occupancy or member event is about: ``("channel", name)`` or ``("member", name, user_id)``."""
     if event["name"] in ("member_added", "member_removed"):
         return ("member", event["channel"], event["user_id"])
     return ("channel", event["channel"])
@@ -286,11 +303,11 @@ class Delayer:
         if name in DELAYED:
             if self.delay <= 0:
                 return [event]
-            key = _key(event)
+            key = subject(event)
             self._held.pop(key, None)
             self._held[key] = (now + self.delay, event)
             return []
-        if name in ("channel_occupied", "member_added") and self._held.pop(_key(event), None) is not None:
+        if name in ("channel_occupied", "member_added") and self._held.pop(subject(event), None) is not None:
             return []  # came back within the delay: neither the held event nor this one
         return [event]
 

@@ -23,6 +23,7 @@ from transport.cluster import (
     Sync,
     SyncRequest,
     TerminateUser,
+    WebhookLog,
     decode,
     encode,
 )
@@ -52,6 +53,9 @@ SAMPLES = [
     Admit("node-1", "1", "node-1:7"),
     Release("node-1", "1", 3),
     Count("node-2", "1", 0),
+    WebhookLog("node-1", "1", ((1, "channel_vacated", "news", None), (2, "member_added", "presence-é", "u1")),
+               ((1, 0), (2, 1))),
+    WebhookLog("node-1", "1", (), ((7, 0),)),
 ]
 
 
@@ -203,6 +207,12 @@ WRONG = {
     "f": [None, "news", {}, [["c"]], [["c", "e", "x"]], [["c", 1]], [[1, "e"]], ["ce"], [None], [{"c": "e"}]],
     "m": [None, [], "x", {"c": []}, {"c": "u"}, {"c": None}, {"c": {"u": 1}, "d": 2}],
     "p": [None, [], "x", 1],
+    "w": [None, {}, "x", [[1, "channel_vacated", "news"]], [["1", "channel_vacated", "news", None]],
+          [[True, "channel_vacated", "news", None]], [[1, "client_event", "news", None]],
+          [[1, ["channel_vacated"], "news", None]], [[1, "channel_vacated", 5, None]],
+          [[1, "channel_vacated", "news", "u1"]], [[1, "member_added", "presence-a", None]],
+          [[1, "member_added", "presence-a", 3]], [{"seq": 1}]],
+    "d": [None, {}, [[1]], [[1, "0"]], [["1", 0]], [[1, 0, 2]], [[1.5, 0]], [[1, True]], [1]],
 }
 
 
@@ -235,6 +245,8 @@ LONE = "\\ud800"  # as it appears in JSON text: legal JSON, a lone surrogate in 
         '{"k":"sync","o":"n","t":"","a":"app","m":{"c":{"u%s":null}}}' % LONE,
         '{"k":"req","o":"n","r":"1","a":"app","q":"users","p":{"k":["%s"]}}' % LONE,
         '{"k":"ans","o":"n","t":"m","r":"1","v":"%s"}' % LONE,
+        '{"k":"whl","o":"n","a":"1","w":[[1,"channel_vacated","c%s",null]],"d":[]}' % LONE,
+        '{"k":"whl","o":"n","a":"1","w":[[1,"member_added","c","u%s"]],"d":[]}' % LONE,
     ],
 )
 def test_a_lone_surrogate_anywhere_raises_protocol_error(text):
@@ -297,7 +309,7 @@ def _mutate_bytes(rng: random.Random, data: bytes) -> bytes:
 def _assert_valid(message) -> None:
     assert type(message) in KINDS.values()
     for name, value in zip(message._fields, message):
-        if name in ("user_info", "value", "params", "members", "frames"):
+        if name in ("user_info", "value", "params", "members", "frames", "queued", "finished"):
             continue
         if name == "seq":
             assert isinstance(value, int) and not isinstance(value, bool)

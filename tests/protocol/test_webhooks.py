@@ -1,4 +1,5 @@
-"""Webhooks as pure code: events, config, filters, body and headers, batches, retries, the delay."""
+"""Webhooks as pure code: events, config, filters, body and headers, batches, retries, the delay, lanes,
+and which node sends the cluster's shared events (transport.webhook_ledger)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from transport import webhooks as wh
 from transport.config import App, load_apps
 from transport.errors import ConfigError
 from transport.http_client import ResponseHead, head_end, parse_url, request
+from transport.webhook_ledger import Announced, Ledger, choose_leader, log_entry, shared_event
 
 
 def test_events_have_pushers_fields():
@@ -172,3 +174,100 @@ def test_http_client_request_and_response_head():
     assert ResponseHead.parse(answer) == (500, "Internal Server Error", {"content-length": "0"})
     with pytest.raises(ValueError):
         ResponseHead.parse(b"SSH-2.0-OpenSSH\r\n\r\n")
+
+
+# --- lanes and the cluster's shared events (transport.webhook_ledger) ------------------------
+
+
+def test_a_channel_always_takes_the_same_lane_of_a_url():
+    lanes = {wh.lane_of(f"ch-{i}", 4) for i in range(200)}
+    assert lanes == {0, 1, 2, 3}  # spread over every lane
+    assert all(wh.lane_of("news", 4) == wh.lane_of("news", 4) for _ in range(3))
+    assert wh.lane_of("presence-é\ud800", 4) in range(4)  # never raises, whatever the text
+    assert wh.lane_of("news", 1) == 0
+
+
+def test_the_leader_is_the_lowest_settled_node_or_the_lowest_of_all():
+    assert choose_leader({"5": 10.0, "3": 1.0, "7": 12.0}, settle=5.0) == "5"  # "3" just joined: not yet
+    assert choose_leader({"5": 10.0, "3": 6.0}, settle=5.0) == "3"
+    assert choose_leader({"5": 1.0, "3": 0.0}, settle=5.0) == "3"  # a cluster that just started
+    assert choose_leader({"9": 0.0}, settle=5.0) == "9"
+
+
+def test_announced_drops_what_tells_the_app_nothing_new():
+    told = Announced()
+    occupied, vacated = wh.channel_occupied("news"), wh.channel_vacated("news")
+    assert told.admit(occupied) and not told.admit(occupied)
+    assert told.admit(wh.member_added("presence-a", "u1")) and not told.admit(wh.member_added("presence-a", "u1"))
+    assert told.admit(wh.member_added("presence-a", "u2"))
+    assert not told.admit(wh.member_removed("presence-a", "nobody"))
+    assert told.admit(wh.cache_miss("cache-x")) and told.admit(wh.cache_miss("cache-x"))  # not a state: always
+    assert sorted(map(str, told.ends())) == sorted(map(str, [
+        vacated, wh.member_removed("presence-a", "u1"), wh.member_removed("presence-a", "u2")]))
+    assert len(told) == 3  # ends() forgets nothing: the held vacated is admitted when due
+    assert told.admit(vacated) and not told.admit(vacated)
+    assert told.admit(occupied)
+
+
+def test_a_follower_forgets_what_the_leader_queued_whichever_came_first():
+    ledger = Ledger(window=10.0)
+    vacated, removed = wh.channel_vacated("news"), wh.member_removed("presence-a", "u1")
+    ledger.decided(vacated, (0,), now=1.0)
+    ledger.queued("L", 1, vacated, (0,), now=1.1)  # the leader's timer fired a little later
+    ledger.queued("L", 2, removed, (0, 1), now=2.0)  # ...or a little earlier
+    ledger.decided(removed, (0, 1), now=2.1)
+    assert ledger.waiting() == 0 and ledger.unfinished() == 2
+    ledger.finished("L", 1, 0)
+    ledger.finished("L", 2, 0)
+    assert ledger.unfinished() == 1  # webhook 1 still waits for the removed
+    ledger.finished("L", 2, 1)
+    assert ledger.unfinished() == 0 and ledger.take_over(now=3.0) == []
+
+
+def test_a_follower_takes_over_what_a_dead_leader_left_unfinished_then_what_nobody_queued():
+    ledger = Ledger(window=10.0)
+    occupied, vacated = wh.channel_occupied("a"), wh.channel_vacated("b")
+    ledger.queued("L", 1, occupied, (0, 1), now=0.0)
+    ledger.finished("L", 1, 0)  # delivered to webhook 0, not yet to webhook 1
+    ledger.decided(vacated, (0,), now=1.0)  # due here; the leader died before queuing it
+    ledger.node_gone("L", now=2.0)
+    assert ledger.take_over(now=3.0) == [(occupied, (1,)), (vacated, (0,))]
+    assert ledger.take_over(now=3.0) == [] and ledger.waiting() == 0
+
+
+def test_a_follower_forgets_its_own_decisions_past_the_window():
+    ledger = Ledger(window=5.0)
+    ledger.decided(wh.channel_vacated("a"), (0,), now=0.0)
+    ledger.decided(wh.channel_vacated("b"), (0,), now=3.0)
+    ledger.queued("L", 9, wh.channel_occupied("c"), (0,), now=3.0)  # a credit, used by nobody
+    ledger.expire(now=6.0)  # the leader lived past the window: it decided otherwise about "a"
+    assert ledger.take_over(now=6.0) == [(wh.channel_vacated("b"), (0,))]
+    ledger.decided(wh.channel_occupied("c"), (0,), now=9.0)  # the old credit expired: kept
+    assert ledger.waiting() == 1
+
+
+def test_matching_is_per_event_and_oldest_first():
+    ledger = Ledger(window=60.0)
+    occupied, vacated = wh.channel_occupied("a"), wh.channel_vacated("a")
+    for i, event in enumerate((occupied, vacated, occupied)):
+        ledger.decided(event, (0,), now=float(i))
+    ledger.queued("L", 1, occupied, (0,), now=3.0)
+    assert ledger.take_over(now=4.0) == [(vacated, (0,)), (occupied, (0,))]
+
+
+def test_when_a_new_leader_queues_the_dead_ones_leftovers_are_its_own():
+    ledger = Ledger(window=10.0)
+    occupied = wh.channel_occupied("a")
+    ledger.queued("L", 1, occupied, (0,), now=0.0)
+    ledger.node_gone("L", now=1.0)
+    assert ledger.waiting() == 1
+    ledger.queued("M", 1, occupied, (0,), now=1.5)  # M took over: it re-queued them under its own numbers
+    assert ledger.waiting() == 0 and ledger.unfinished(["M"]) == 1
+    ledger.node_gone("M", now=2.0)  # and if M dies too, its copy is what is left
+    assert ledger.take_over(now=2.5) == [(occupied, (0,))]
+
+
+def test_log_entries_round_trip_to_events():
+    for event in (wh.channel_vacated("news"), wh.member_added("presence-a", "u1")):
+        seq, name, channel, user_id = log_entry(4, event)
+        assert seq == 4 and shared_event(name, channel, user_id) == event
