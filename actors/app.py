@@ -139,6 +139,9 @@ class AppActor(WebhookShare, ClusterShare, GeventActor):
             self._occupancy_node_gone(message.node)
         elif kind is RemoteOccupancy:
             self._remote_occupancy(message)
+        elif kind is wire.WebhookLog:
+            if self.webhooks is not None:  # what the webhook leader queued and finished
+                tell_if_alive(self.webhooks, message)
         elif kind is TerminateUser:
             self._terminate_local(message.user_id)
         elif kind is Join:

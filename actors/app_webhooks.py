@@ -4,18 +4,23 @@ A mixin of :class:`~actors.app.AppActor`, active only when the app has
 webhooks (``self.webhooks`` is the app's
 :class:`~actors.webhooks.WebhookActor`; None costs nothing).
 
-Cluster-wide meaning, each webhook sent by exactly one node, the leader
-(``Cluster.is_leader``, the lowest live id; a node alone is its own leader):
+Cluster-wide meaning, worked out alike by every node from its replica; the
+webhook actor decides which node sends (``actors.webhooks``: the leader, and
+the others keep what they would send in its place):
 
 * members: the app actor already knows every node's members (its own in
   ``local_members``, the others' in the ``remote`` replica), so a user
   is added when their first socket anywhere joins and removed when their
-  last anywhere leaves. Every node keeps the state; only the leader tells.
+  last anywhere leaves.
 * occupancy: each node tells the others when one of its channels gets its
   first local subscriber or loses its last (``transport.cluster.Occupancy``);
   every node keeps which other nodes occupy which channel
   (``remote_occupied``), and a channel is occupied while it is occupied
-  on any node. A dead node's channels are let go as it is forgotten.
+  on any node. A dead node's channels are let go as it is forgotten, and
+  the webhook actor is told (:class:`~actors.webhooks.PeerGone`): if it
+  was the leader, the next one sends what it left. A node whose app actor
+  restarted lets go of its channels the same way (an ``Occupancy`` with no
+  channel) and asks for the others' state again.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from transport import cluster as wire
 from transport import webhooks as wh
 
 from .runtime import tell_if_alive
-from .webhooks import Hook
+from .webhooks import Hook, PeerGone
 
 __all__ = ["RemoteOccupancy", "WebhookShare"]
 
@@ -51,12 +56,8 @@ class WebhookShare:
     webhooks: Any
     remote_occupied: dict[str, set[str]]
 
-    def _leads(self) -> bool:
-        return self.cluster is None or self.cluster.solo or self.cluster.is_leader()
-
     def _tell_hook(self, event: dict[str, Any]) -> None:
-        if self._leads():
-            tell_if_alive(self.webhooks, Hook(event))
+        tell_if_alive(self.webhooks, Hook(event))
 
     # --- occupancy -------------------------------------------------------------
 
@@ -81,6 +82,9 @@ class WebhookShare:
         return entry is not None and entry.subscriptions > 0
 
     def _remote_occupancy(self, message: RemoteOccupancy) -> None:
+        if not message.channel:  # that node's app actor restarted: it holds none of them any more
+            self._occupancy_node_gone(message.node, gone=False)
+            return
         nodes = self.remote_occupied.setdefault(message.channel, set())
         was = bool(nodes)
         if message.occupied:
@@ -92,9 +96,11 @@ class WebhookShare:
         if was != bool(nodes) and not self._locally_occupied(message.channel):
             self._tell_hook(wh.channel_occupied(message.channel) if nodes else wh.channel_vacated(message.channel))
 
-    def _occupancy_node_gone(self, node: str) -> None:
+    def _occupancy_node_gone(self, node: str, gone: bool = True) -> None:
         for name in [n for n, nodes in self.remote_occupied.items() if node in nodes]:
             self._remote_occupancy(RemoteOccupancy(node, name, False))
+        if self.webhooks is not None and gone:
+            tell_if_alive(self.webhooks, PeerGone(node))  # after its vacated / removed: they are held first
 
     # --- members ---------------------------------------------------------------
 

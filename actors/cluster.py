@@ -16,6 +16,8 @@ Node death: a node silent for ``DEAD_AFTER`` heartbeat intervals is dead.
 Every survivor drops its members from its replica (its own clients get
 ``member_removed`` once per user gone); :meth:`is_leader` names one survivor
 (the lowest id) for work that must happen exactly once cluster-wide.
+Heartbeats also count how long each node has known the cluster's state
+(``transport.webhook_ledger.Seniority``): the webhook leader is chosen by it.
 A node that does not hear even its own heartbeat for as long asks its bus
 to reconnect (a half-open connection).
 """
@@ -33,6 +35,7 @@ import gevent.event
 
 from transport import cluster as wire
 from transport.errors import ProtocolError
+from transport.webhook_ledger import Seniority
 
 from .app_webhooks import RemoteOccupancy
 from .bus import Bus, BusDown, NoBus, describe
@@ -71,7 +74,7 @@ class Cluster:
         self.request_timeout = request_timeout
         self.peers: dict[str, float] = {}  # node id -> monotonic time last heard
         self._heard_self = 0.0
-        self._seq = itertools.count()
+        self.seniority = Seniority(heartbeat_interval)  # how long each node has known the cluster (webhooks)
         self._requests: dict[str, tuple[set[str], dict[str, Any], gevent.event.Event]] = {}
         self._request_ids = itertools.count()
         self._timer: Any = None
@@ -122,6 +125,10 @@ class Cluster:
     def live_nodes(self) -> list[str]:
         """Every node believed alive, this one included."""
         return sorted({self.node_id, *self.peers})
+
+    def uptimes(self) -> dict[str, float | None]:
+        """How long each live node has known the cluster's state (``transport.webhook_ledger.Seniority``)."""
+        return self.seniority.uptimes(self.peers, self.node_id)
 
     def is_leader(self) -> bool:
         """True on exactly one live node (the lowest id): for once-per-cluster work."""
@@ -211,6 +218,8 @@ class Cluster:
         elif isinstance(message, wire.Occupancy):
             self._to_app(message.app_id, RemoteOccupancy(origin, message.channel, message.occupied))
         elif isinstance(message, wire.Sync):
+            if message.target == self.node_id:
+                self.seniority.answered()  # the sender was here before us
             if message.target in ("", self.node_id):
                 self._to_app(message.app_id, RemoteSync(origin, message.members))
         elif isinstance(message, wire.SyncRequest):
@@ -222,6 +231,10 @@ class Cluster:
             gevent.spawn(self._answer, message)
         elif isinstance(message, wire.Answer):
             self._collect(message)
+        elif isinstance(message, wire.Heartbeat):
+            self.seniority.heard(origin, message.seq)
+        elif isinstance(message, wire.WebhookLog):
+            self._to_app(message.app_id, message)  # for its webhook actor
 
     def _to_app(self, app_id: str, message: Any) -> None:
         ref = self.app_actors.get(app_id)
@@ -286,16 +299,18 @@ class Cluster:
             # Just (re)connected: whatever we missed, and whatever the others
             # dropped of ours meanwhile, is exchanged again.
             self._synced = True
+            self.seniority.rejoined()  # what we knew may be stale: we count as new
             self.send(wire.SyncRequest(self.node_id))
             gevent.spawn(self._answer_sync, "")
             self._send_counts()
         elif not connected:
             self._synced = False
-        self.send(wire.Heartbeat(self.node_id, next(self._seq)))
+        self.send(wire.Heartbeat(self.node_id, self.seniority.next_count(self._synced)))
         # Until the bus is up, look again soon: the first sync should not wait a whole interval.
         self._timer = call_later(self.heartbeat_interval if self._synced else 0.05, self._beat)
 
     def _drop(self, node: str, why: str) -> None:
+        self.seniority.forget(node)
         if self.peers.pop(node, None) is None:
             return
         log.warning("node %s left the cluster (%s); its members are removed", node, why)

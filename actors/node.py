@@ -48,7 +48,7 @@ from .hub import HubThread
 from .messages import Barrier, PublishFrames
 from .metrics import MetricsActor
 from .runtime import call_later, proxy_of, sleep, tell_if_alive
-from .webhooks import WebhookActor, WebhookTimings
+from .webhooks import AppRestarted, WebhookActor, WebhookTimings, drain_webhooks
 
 __all__ = ["Node", "check_broadcast"]
 
@@ -154,7 +154,8 @@ class Node:
         self._metrics = MetricsActor.start(self.registry, self.metrics_flush_interval)
         for app in self.apps:
             if app.webhooks:
-                self._webhook_actors[app.id] = WebhookActor.start(app, self._metrics, self.webhook_timings)
+                self._webhook_actors[app.id] = WebhookActor.start(app, self._metrics, self.webhook_timings,
+                                                                  cluster=self.cluster)
             self._app_actors[app.id] = AppActor.start(app, self._metrics, self._app_actor_died, self.cluster,
                                                       self._webhook_actors.get(app.id))
         self.cluster.start()
@@ -221,7 +222,7 @@ class Node:
             sleep(0.02)
         if self._routes is not None and self._routes.open_sockets:
             log.warning("%d connections did not close within the %.1f s grace period", self._routes.open_sockets, grace)
-        self._drain_webhooks(deadline)
+        drain_webhooks(self._webhook_actors, self._app_actors, deadline)  # then stops them
         if server is not None:
             server.stop(timeout=1)
         if self._metrics_server is not None:
@@ -232,26 +233,6 @@ class Node:
         self.cluster.stop()
         if self._metrics is not None:
             self._metrics.stop(timeout=5)
-
-    def _drain_webhooks(self, deadline: float) -> None:
-        """Deliver pending webhooks (held ones at once) within the grace period; log what could not be."""
-        for app_id, ref in list(self._webhook_actors.items()):
-            app_ref = self._app_actors.get(app_id)
-            try:
-                # The clients' leaves are still on their way to the channels:
-                # wait (bounded) until the channels' vacated events are out.
-                while app_ref is not None and proxy_of(app_ref).channels_info().get(timeout=_left(deadline)):
-                    if time.monotonic() >= deadline:
-                        break
-                    sleep(0.02)
-                undelivered = proxy_of(ref).drain(_left(deadline)).get(timeout=_left(deadline) + 1)
-            except (ActorDeadError, Timeout):
-                undelivered = -1
-            if undelivered:
-                log.warning("app %s: %s webhook event(s) could not be delivered before shutdown", app_id,
-                            "some" if undelivered < 0 else undelivered)
-            ref.stop(block=False)
-        self._webhook_actors.clear()
 
     def _deliver_accepted(self, deadline: float) -> None:
         """Wait until every event accepted so far has been offered to its sockets.
@@ -349,6 +330,17 @@ class Node:
             log.error("app actor %s died during shutdown: %s", app_id, reason)
             return
         log.error("app actor %s died: %s; restarted, its clients were told to reconnect (4200)", app_id, reason)
+        # What the webhook actor announced for its subscribers waits the delay for them to come back.
+        webhooks = self._webhook_actors.get(app_id)
+        if webhooks is not None:
+            tell_if_alive(webhooks, AppRestarted())
+        if not self.cluster.solo:
+            # The others forget what the dead actor held (its clients come back, or not), and the
+            # fresh one gets their state again; all on the bus before the fresh one says anything.
+            if webhooks is not None:
+                self.cluster.send(wire.Occupancy(self.node_id, app_id, "", False))
+            self.cluster.send(wire.Sync(self.node_id, "", app_id, {}))
+            self.cluster.send(wire.SyncRequest(self.node_id))
         self._app_actors[app_id] = AppActor.start(self.apps.by_id(app_id), self._metrics, self._app_actor_died,
                                                   self.cluster, self._webhook_actors.get(app_id))
 

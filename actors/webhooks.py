@@ -6,41 +6,50 @@ Data flow: the app actor (and channel actors, for ``cache_miss`` and
 finished frame, decoded here so the app actor's hot path does no JSON).
 The actor holds ``channel_vacated`` / ``member_removed`` for the app's
 ``webhook_delay_seconds`` (a :class:`~transport.webhooks.Delayer`: a quick
-return cancels both), then appends each event to the queue of every webhook
-that wants it.
+return cancels both), drops what tells the app nothing new
+(:class:`~transport.webhook_ledger.Announced`), then queues each event for
+every webhook that wants it (``actors.webhook_sender``: a few lanes per
+URL, order kept per channel).
 
-Each webhook has a :class:`_Lane`: a bounded queue (past ``queue_limit``
-the oldest event is dropped, counted and logged at most once per
-``DROP_LOG_INTERVAL``) and one sender greenlet that POSTs over a cooperative
-socket (``transport.http_post``), one request at a time, so events reach
-a URL in order; a slow or dead receiver holds up only its own lane. Retries
-follow ``transport.webhooks.next_retry``.
+On a cluster, the shared events (occupied, vacated, added, removed) are
+worked out by every node from its replica, and held by every node for the
+same delay; only the leader (``transport.webhook_ledger.choose_leader``)
+queues them. It tells the others what it queued and what it finished
+(:class:`~transport.webhook_ledger.WebhookLog`, batched every
+:data:`LOG_BATCH_SECONDS`); the others keep, in a
+:class:`~transport.webhook_ledger.Ledger`, what they would have to send in
+its place. When the leader dies or stops, the next one sends what it had
+queued and not finished, then what it had worked out that nobody queued,
+then goes on from its own timers. Events seen by one node only
+(``client_event``, ``cache_miss``, ``subscription_count``) are sent by it.
 """
 
 from __future__ import annotations
 
-import collections
+import itertools
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import gevent
 import gevent.event
 import ujson
+from pykka import ActorDeadError, Timeout
 
 from transport import webhooks as wh
 from transport.frames import text_of_frame
-from transport.http_post import post
+from transport.webhook_ledger import Announced, Ledger, WebhookLog, choose_leader, log_entry, shared_event
 
-from .messages import Counted, Timed
-from .runtime import GeventActor, call_later, sleep, spawn, tell_if_alive
+from .messages import Counted
+from .runtime import GeventActor, call_later, proxy_of, sleep, tell_if_alive
+from .webhook_sender import LANES_PER_URL, Sender
 
-__all__ = ["ClientFrame", "Hook", "WebhookActor", "WebhookTimings"]
+__all__ = ["AppRestarted", "ClientFrame", "Hook", "PeerGone", "WebhookActor", "WebhookTimings", "drain_webhooks"]
 
 log = logging.getLogger(__name__)
 
-DROP_LOG_INTERVAL = 10.0  # seconds between two "dropped" warnings of one lane
+LOG_BATCH_SECONDS = 0.02  # what the leader queued and finished goes on the bus at most this late
+WINDOW_HEARTBEATS = 5  # a follower keeps what it worked out this many heartbeats (a dead leader is noticed in 4)
 
 
 @dataclass(frozen=True)
@@ -67,121 +76,104 @@ class ClientFrame(NamedTuple):
     socket_id: str
 
 
+class PeerGone(NamedTuple):
+    """Node ``node`` left the cluster (died or stopped): what it queued waits for the next leader."""
+
+    node: str
+
+
+class AppRestarted:
+    """The app actor died and a fresh one starts: what this node knew of its subscribers is gone."""
+
+
 class _Due:
     """The delay timer fired."""
 
 
-class _Lane:
-    """One webhook's queue and sender greenlet (lives on the actor's hub; no lock needed)."""
+class _Tick:
+    """Look at who leads (a node that joined may have settled) and forget what is too old."""
 
-    def __init__(self, owner: WebhookActor, hook: wh.Webhook) -> None:
-        self.owner = owner
-        self.hook = hook
-        self.queue: collections.deque[dict[str, Any]] = collections.deque()
-        self.inflight = 0
-        self.wake = gevent.event.Event()
-        self.dropped_unlogged = 0
-        self.last_drop_log = 0.0
-        self.greenlet = spawn(self._run)
 
-    def put(self, event: dict[str, Any]) -> None:
-        if len(self.queue) >= self.owner.queue_limit:
-            self.queue.popleft()
-            self.owner.count("webhooks_dropped", 1)
-            self.dropped_unlogged += 1
-            now = time.monotonic()
-            if now - self.last_drop_log >= DROP_LOG_INTERVAL:
-                log.warning("webhook queue of app %s for %s is full (%d): dropped the oldest %d event(s)",
-                            self.owner.app.id, self.hook.url, self.owner.queue_limit, self.dropped_unlogged)
-                self.last_drop_log, self.dropped_unlogged = now, 0
-        self.queue.append(event)
-        self.wake.set()
-
-    def pending(self) -> int:
-        return len(self.queue) + self.inflight
-
-    def _run(self) -> None:
-        app = self.owner.app
-        while True:
-            self.wake.wait()
-            self.wake.clear()
-            if app.webhook_batching and self.queue:
-                sleep(app.webhook_batch_ms / 1000)  # what arrives meanwhile goes in the same POST
-            while self.queue:
-                take = wh.MAX_BATCH_EVENTS if app.webhook_batching else 1
-                events = [self.queue.popleft() for _ in range(min(take, len(self.queue)))]
-                self.inflight = len(events)
-                try:
-                    self._deliver(events)
-                finally:
-                    self.inflight = 0
-
-    def _deliver(self, events: list[dict[str, Any]]) -> None:
-        owner, timings = self.owner, self.owner.timings
-        payload = wh.body(events, int(time.time() * 1000))
-        headers = wh.request_headers(owner.app.key, owner.app.secret, payload, self.hook.headers)
-        first = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            started = time.monotonic()
-            try:
-                status: int | None = post(self.hook.url, headers, payload, timings.timeout)
-                problem = f"HTTP {status}"
-            except (OSError, ValueError, gevent.Timeout) as exc:
-                status, problem = None, f"{type(exc).__name__}: {exc}"
-            now = time.monotonic()
-            tell_if_alive(owner.metrics, Timed(owner.app.id, "webhook_send", now - started))
-            if status is not None and status < 400:
-                owner.count("webhooks_sent", len(events))
-                return
-            delay = wh.next_retry(attempt, now - first, status, first=timings.first_retry,
-                                  max_gap=timings.max_retry_gap, retry_for=timings.retry_for)
-            if delay is None or owner.stopping:
-                owner.count("webhooks_failed", len(events))
-                log.warning("webhook of app %s to %s failed after %d attempt(s) (%s): %d event(s) not delivered",
-                            owner.app.id, self.hook.url, attempt, problem, len(events))
-                return
-            owner.count("webhooks_retried", 1)
-            log.info("webhook of app %s to %s: %s; retrying in %.1f s", owner.app.id, self.hook.url, problem, delay)
-            sleep(delay)
+class _FlushLog:
+    """Send what this leader queued and finished since the last flush."""
 
 
 class WebhookActor(GeventActor):
     """Delivers one app's webhooks (see the module docstring)."""
 
-    def __init__(self, app: Any, metrics: Any, timings: WebhookTimings | None = None, queue_limit: int = 10_000) -> None:
+    def __init__(
+        self,
+        app: Any,
+        metrics: Any,
+        timings: WebhookTimings | None = None,
+        queue_limit: int = 10_000,
+        cluster: Any = None,
+        lanes: int = LANES_PER_URL,
+    ) -> None:
         super().__init__()
         self.app = app
         self.metrics = metrics
         self.timings = timings or WebhookTimings()
         self.queue_limit = queue_limit
+        self.lanes = lanes
+        self.cluster = cluster if cluster is not None and not cluster.solo else None
+        beat = self.cluster.heartbeat_interval if self.cluster is not None else 0.0
+        self.ledger = Ledger(WINDOW_HEARTBEATS * beat)
+        # A node leads only once it has been on the bus longer than a follower
+        # keeps its own decisions and than the delay: by then it holds every
+        # timer that matters and nothing it learnt while catching up is pending.
+        self.settle = max(self.ledger.window, app.webhook_delay_seconds) + beat
+        self.leading = self.cluster is None
         self.delayer = wh.Delayer(app.webhook_delay_seconds)
-        self.lanes: list[_Lane] = []
+        self.announced = Announced()
+        self.senders: list[Sender] = []
         self.stopping = False
+        self.stopped = gevent.event.Event()  # set with stopping: wakes the senders waiting to retry
+        self.handing_over = False  # stopping, and another node sends the shared events from now on
+        self._seq = itertools.count(1)
+        self._queued_log: list[tuple[int, str, str, str | None]] = []
+        self._finished_log: list[tuple[int, int]] = []
+        self._log_timer: Any = None
         self._timer: Any = None
         self._timer_due: float | None = None
+        self._tick_timer: Any = None
 
     def on_start(self) -> None:
-        self.lanes = [_Lane(self, hook) for hook in self.app.webhooks]
+        self.senders = [Sender(self, hook, i, self.lanes) for i, hook in enumerate(self.app.webhooks)]
+        if self.cluster is not None:
+            self._tick()
 
     def on_receive(self, message: Any) -> Any:
-        kind = type(message)
-        if kind is Hook:
+        if isinstance(message, Hook):
             self.offer(message.event)
-        elif kind is ClientFrame:
+        elif isinstance(message, ClientFrame):
             self._client_event(message)
-        elif kind is _Due:
+        elif isinstance(message, WebhookLog):
+            self._heard(message)
+        elif isinstance(message, PeerGone):
+            self.ledger.node_gone(message.node, time.monotonic())
+            self._leads()
+        elif isinstance(message, AppRestarted):
+            for event in self.announced.ends():  # those who come back within the delay cancel them
+                self.offer(event)
+        elif isinstance(message, _Due):
             self._timer = self._timer_due = None
-            self._send_all(self.delayer.due(time.monotonic()))
+            for event in self.delayer.due(time.monotonic()):
+                self._release(event)
             self._schedule()
+        elif isinstance(message, _Tick):
+            self._tick()
+        elif isinstance(message, _FlushLog):
+            self._log_timer = None
+            self._flush_log()
         else:
             return super().on_receive(message)
         return None
 
     def offer(self, event: dict[str, Any]) -> None:
         """Deliver ``event`` to every webhook that wants it (vacated / removed after the delay)."""
-        self._send_all(self.delayer.offer(event, time.monotonic()))
+        for released in self.delayer.offer(event, time.monotonic()):
+            self._release(released)
         self._schedule()
 
     def _client_event(self, message: ClientFrame) -> None:
@@ -194,11 +186,90 @@ class WebhookActor(GeventActor):
                                 sent.get("user_id"))
         self.offer(event)
 
-    def _send_all(self, events: list[dict[str, Any]]) -> None:
-        for event in events:
-            for lane in self.lanes:
-                if lane.hook.wants(event):
-                    lane.put(event)
+    def _wanted(self, event: dict[str, Any]) -> tuple[int, ...]:
+        return tuple(sender.index for sender in self.senders if sender.hook.wants(event))
+
+    def _release(self, event: dict[str, Any]) -> None:
+        """``event`` is due now: queue it, or, for a shared one this node does not lead, keep it in the ledger."""
+        if event["name"] not in wh.SHARED:
+            for index in self._wanted(event):
+                self.senders[index].put(event)
+            return
+        if not self.announced.admit(event):
+            return  # the app knows already (a second occupied after a restart, say)
+        hooks = self._wanted(event)
+        if not hooks:
+            return
+        if self._leads():
+            self._queue_shared(event, hooks)
+        else:
+            self.ledger.decided(event, hooks, time.monotonic())
+
+    def _queue_shared(self, event: dict[str, Any], hooks: tuple[int, ...]) -> None:
+        token = None
+        if self.cluster is not None:
+            token = next(self._seq)
+            self._queued_log.append(log_entry(token, event))
+            self._schedule_log()
+        for index in hooks:
+            self.senders[index].put(event, token)
+
+    # --- who leads -------------------------------------------------------------------
+
+    def _leads(self) -> bool:
+        """True if this node sends the shared events now; on becoming the leader, it takes over."""
+        if self.cluster is None:
+            return True
+        if self.handing_over:
+            return False
+        me = self.cluster.node_id
+        leads = choose_leader(self.cluster.uptimes(), self.settle, self.cluster.heartbeat_interval) == me
+        if leads != self.leading:
+            self.leading = leads
+            log.info("node %s %s the shared webhooks of app %s", me, "now sends" if leads else "no longer sends",
+                     self.app.id)
+        if leads:
+            taken = self.ledger.take_over(time.monotonic())
+            if taken:
+                log.info("node %s took over %d webhook event(s) of app %s that no live node had sent", me,
+                         len(taken), self.app.id)
+            for event, hooks in taken:
+                self._queue_shared(event, hooks)
+        return leads
+
+    def _tick(self) -> None:
+        assert self.cluster is not None
+        self.ledger.expire(time.monotonic())
+        self._leads()
+        self._tick_timer = call_later(self.cluster.heartbeat_interval, tell_if_alive, self.actor_ref, _Tick())
+
+    def _heard(self, message: WebhookLog) -> None:
+        """Another node's log: what it queued (so we need not send it) and what it finished."""
+        now = time.monotonic()
+        for seq, name, channel, user_id in message.queued:
+            event = shared_event(name, channel, user_id)
+            self.ledger.queued(message.origin, seq, event, self._wanted(event), now)
+        for seq, hook in message.finished:
+            self.ledger.finished(message.origin, seq, hook)
+
+    def finished(self, token: int, hook: int) -> None:
+        """A sender is done with shared event ``token`` for webhook ``hook``: the others may forget it."""
+        if self.cluster is not None:
+            self._finished_log.append((token, hook))
+            self._schedule_log()
+
+    def _schedule_log(self) -> None:
+        if self._log_timer is None and not self.stopping:
+            self._log_timer = call_later(LOG_BATCH_SECONDS, tell_if_alive, self.actor_ref, _FlushLog())
+
+    def _flush_log(self) -> None:
+        if self.cluster is None or not (self._queued_log or self._finished_log):
+            return
+        queued, self._queued_log = tuple(self._queued_log), []
+        finished, self._finished_log = tuple(self._finished_log), []
+        self.cluster.send(WebhookLog(self.cluster.node_id, self.app.id, queued, finished))
+
+    # --- timers, counts, shutdown ----------------------------------------------------
 
     def _schedule(self) -> None:
         due = self.delayer.next_due()
@@ -215,23 +286,80 @@ class WebhookActor(GeventActor):
 
     def pending(self) -> int:
         """Events not delivered yet: held for the delay, queued, or being sent."""
-        return len(self.delayer) + sum(lane.pending() for lane in self.lanes)
+        return len(self.delayer) + sum(sender.pending() for sender in self.senders)
 
-    def drain(self, timeout: float) -> int:
-        """Shutdown: send what is held at once, wait up to ``timeout`` s; how many were not delivered.
+    def status(self) -> dict[str, Any]:
+        """Counts for tools and tests: whether this node leads, what it holds, queues, keeps for the leader."""
+        return {
+            "leading": self.leading,
+            "announced": len(self.announced),
+            "held": len(self.delayer),
+            "queued": sum(sender.pending() for sender in self.senders),
+            "waiting": self.ledger.waiting(),
+            "unfinished": self.ledger.unfinished(),
+            "settle": self.settle,
+        }
 
-        Retries stop being scheduled: an event whose attempt fails now is
-        counted as failed rather than waited for.
+    def drain(self, timeout: float) -> tuple[int, int]:
+        """Shutdown: deliver what is queued within ``timeout`` s; ``(not delivered, left to the next leader)``.
+
+        A node alone sends what it holds for the delay at once. A node of a
+        cluster with other live nodes does not: they hold the same events,
+        and the next leader decides them after the delay (a client that
+        reconnects to another node meanwhile cancels them); a shared event it
+        could not send in time is sent by the next leader too. Retries stop
+        being scheduled: a failing attempt now is given up (or left over).
         """
         self.stopping = True
-        self._send_all(self.delayer.flush())
+        self.stopped.set()
+        if self.cluster is not None and self.cluster.peers:
+            held = len(self.delayer) if self.leading else 0
+            self.handing_over = True
+        else:
+            held = 0
+            for event in self.delayer.flush():
+                self._release(event)
         deadline = time.monotonic() + timeout
-        while any(lane.pending() for lane in self.lanes) and time.monotonic() < deadline:
+        while any(sender.pending() for sender in self.senders) and time.monotonic() < deadline:
             sleep(0.01)
-        return sum(lane.pending() for lane in self.lanes)
+        self._flush_log()  # what was finished meanwhile: the next leader does not send it again
+        shared = sum(sender.pending_shared() for sender in self.senders) if self.handing_over else 0
+        return sum(sender.pending() for sender in self.senders) - shared, held + shared
 
     def on_stop(self) -> None:
-        if self._timer is not None:
-            self._timer.kill(block=False)
-        for lane in self.lanes:
-            lane.greenlet.kill(block=False)
+        for timer in (self._timer, self._tick_timer, self._log_timer):
+            if timer is not None:
+                timer.kill(block=False)
+        for sender in self.senders:
+            sender.kill()
+
+
+def drain_webhooks(webhook_actors: dict[str, Any], app_actors: dict[str, Any], deadline: float) -> None:
+    """Node shutdown, on its hub: drain every app's webhook actor by ``deadline``, log what is left, stop them.
+
+    A node alone sends the held ones (vacated / removed) at once; a node with
+    live peers leaves them to the next leader (:meth:`WebhookActor.drain`).
+    """
+    for app_id, ref in list(webhook_actors.items()):
+        app_ref = app_actors.get(app_id)
+        try:
+            # The clients' leaves are still on their way to the channels:
+            # wait (bounded) until the channels' vacated events are out.
+            while app_ref is not None and proxy_of(app_ref).channels_info().get(timeout=_left(deadline)):
+                if time.monotonic() >= deadline:
+                    break
+                sleep(0.02)
+            undelivered, handed = proxy_of(ref).drain(_left(deadline)).get(timeout=_left(deadline) + 1)
+        except (ActorDeadError, Timeout):
+            undelivered, handed = -1, 0
+        if undelivered:
+            log.warning("app %s: %s webhook event(s) could not be delivered before shutdown", app_id,
+                        "some" if undelivered < 0 else undelivered)
+        if handed:
+            log.info("app %s: %d webhook event(s) left to the cluster's next leader", app_id, handed)
+        ref.stop(block=False)
+    webhook_actors.clear()
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.01)  # asks need a positive timeout

@@ -88,7 +88,8 @@ class Occupancy(NamedTuple):
     """A channel of ``app_id`` got its first subscriber on ``origin`` (``occupied``), or lost its last.
 
     Sent only for apps with webhooks: what makes ``channel_occupied`` /
-    ``channel_vacated`` mean the whole cluster.
+    ``channel_vacated`` mean the whole cluster. An empty ``channel`` with
+    ``occupied`` False: ``origin`` holds none of the app's channels any more.
     """
 
     origin: str

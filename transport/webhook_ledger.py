@@ -8,13 +8,15 @@ its replica, holds vacated/removed for the same delay, and only the leader
 POSTs them. Three pieces make that hold across a change of leader:
 
 * :func:`choose_leader` -- the lowest id among the nodes that have been on
-  the bus long enough to know the pending state (``settle`` seconds), or the
-  lowest id of all when none has (a cluster that just started). A node that
-  joins does not lead until it has seen a whole delay go by; a node counts
-  its own time one heartbeat later than the others count it, so a handover
-  leaves a moment with no leader, never one with two.
-* :class:`Announced` -- what the app has been told: an event that changes
-  nothing for the app (a second ``channel_occupied``) is not sent.
+  the bus long enough to know the pending state (``settle`` seconds), or,
+  when none has (a cluster that just started), the lowest id among those up
+  for a heartbeat. A node that joins does not lead until it has seen a whole
+  delay go by; a node counts its own time one heartbeat later than the
+  others count it, so a handover leaves a moment with no leader, never one
+  with two (what is worked out meanwhile waits in the ledgers).
+* :class:`Announced` -- what the app has been told: a second
+  ``channel_occupied`` / ``member_added`` changes nothing for it and is not
+  sent; what to vacate when the state of this node's subscribers is lost.
 * :class:`Ledger` -- what a node that does not lead keeps in case it must:
   the events it worked out that no leader has said it queued yet (for
   ``window`` seconds: long enough for a dead leader to be noticed), and the
@@ -42,7 +44,9 @@ from .webhooks import SHARED, subject
 
 __all__ = [
     "Announced",
+    "FOUNDED",
     "Ledger",
+    "Seniority",
     "WebhookLog",
     "check_finished",
     "check_queued",
@@ -54,15 +58,95 @@ __all__ = [
 Event = dict[str, Any]
 Key = tuple[str, ...]
 
+FOUNDED = 10**6  # heartbeats added to the count of a node that found nobody: it has seen every change
 
-def choose_leader(uptimes: Mapping[str, float], settle: float) -> str:
-    """The node that sends shared webhooks: the lowest id up for ``settle`` s, else the lowest id.
+
+class Seniority:
+    """How long each node has known the cluster's state, from the counts in the heartbeats.
+
+    A node's count (the ``seq`` of its heartbeats) is its heartbeats since
+    its bus last (re)connected, plus :data:`FOUNDED` if it found nobody
+    there: no node answered its sync request, and none showed a higher
+    count, by its second heartbeat. Such a node has seen every change
+    since the cluster began, so it counts as up for ever; one that found
+    others counts from zero, as does one whose bus came back (it may have
+    missed messages). The cluster's node side (``actors.cluster``) feeds it::
+
+        >>> alone = Seniority(2.0)
+        >>> alone.rejoined(); alone.next_count(synced=True), alone.next_count(synced=True) > FOUNDED
+        (0, True)
+        >>> late = Seniority(2.0)
+        >>> late.rejoined(); late.next_count(synced=True)
+        0
+        >>> late.heard("n1", FOUNDED + 40); late.next_count(synced=True)
+        1
+        >>> late.uptimes(["n1"], "n2") == {"n1": (FOUNDED + 40) * 2.0, "n2": 0.0}
+        True
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._beats = 0
+        self._founded = 0
+        self._older_seen = False
+        self._peers: dict[str, int] = {}  # node -> the count in its last heartbeat
+
+    def rejoined(self) -> None:
+        """The bus (re)connected: count anew."""
+        self._beats, self._founded, self._older_seen = 0, 0, False
+
+    def answered(self) -> None:
+        """A node answered our sync request: it was here before us."""
+        self._older_seen = True
+
+    def heard(self, node: str, count: int) -> None:
+        """``node``'s heartbeat carried ``count``."""
+        self._peers[node] = count
+        if count > self._beats + self._founded + 1:
+            self._older_seen = True
+
+    def forget(self, node: str) -> None:
+        """``node`` left the cluster."""
+        self._peers.pop(node, None)
+
+    def next_count(self, synced: bool) -> int:
+        """The count for our next heartbeat (``synced``: the bus is up and we asked for the state)."""
+        if self._beats == 1 and synced and not self._older_seen:
+            self._founded = FOUNDED  # a whole interval, and nobody was here before us
+        count = self._beats + self._founded
+        self._beats += 1
+        return count
+
+    def uptimes(self, peers: Iterable[str], me: str) -> dict[str, float | None]:
+        """Seconds each of ``peers`` and ``me`` has known the state; None for a peer not heard by heartbeat yet.
+
+        We count ourselves one heartbeat later than the others count us
+        (after sending count k, they know k and we say k - 1), so a choice
+        made from these (:func:`choose_leader`) hands over with a moment of
+        no leader rather than two.
+        """
+        out: dict[str, float | None] = {
+            node: self._peers[node] * self.interval if node in self._peers else None for node in peers
+        }
+        out[me] = max(self._beats + self._founded - 2, 0) * self.interval
+        return out
+
+
+def choose_leader(uptimes: Mapping[str, float | None], settle: float, fresh: float = 0.0) -> str | None:
+    """The node that sends shared webhooks now, or None for a moment (see the module docstring).
 
     ``uptimes`` maps every live node (this one included) to how long it has
-    been on the bus; every node compares ids as the same strings.
+    been on the bus, None if no heartbeat of it was heard yet: it may have
+    been up for long (a node that just joined hears the others' sync
+    answers before their heartbeats), so it counts as settled. A node up
+    less than ``fresh`` seconds (a heartbeat) never leads: it may not have
+    heard the others yet. Every node compares ids as the same strings.
     """
-    settled = [node for node, up in uptimes.items() if up >= settle]
-    return min(settled or uptimes)
+    settled = [node for node, up in uptimes.items() if up is None or up >= settle]
+    if settled:
+        return min(settled)
+    started = [node for node, up in uptimes.items() if up is not None and up >= fresh]
+    return min(started) if started else None
 
 
 class WebhookLog(NamedTuple):
@@ -126,7 +210,10 @@ def shared_event(name: str, channel: str, user_id: str | None) -> Event:
 
 
 class Announced:
-    """The occupied channels and present members the app was told of; repeats are not sent.
+    """The occupied channels and present members the app was told of; a repeated occupied / added is not sent.
+
+    A vacated / removed always goes (and ends the state): were this node's
+    record ever short of something, dropping one would lose it silently.
 
     ::
 
@@ -143,17 +230,18 @@ class Announced:
         self._on: dict[tuple[str, ...], Event] = {}  # subject -> the event that told it
 
     def admit(self, event: Mapping[str, Any]) -> bool:
-        """True if ``event`` tells the app something new (and remember it); other events pass."""
+        """False for an occupied / added the app was told already; True (and remember) otherwise."""
         name = event["name"]
-        if name not in ("channel_occupied", "channel_vacated", "member_added", "member_removed"):
+        if name not in SHARED:
             return True
         key = subject(event)
         if name in ("channel_occupied", "member_added"):
             if key in self._on:
                 return False
             self._on[key] = dict(event)
-            return True
-        return self._on.pop(key, None) is not None
+        else:
+            self._on.pop(key, None)
+        return True
 
     def ends(self) -> list[Event]:
         """The event that would end each announced state (vacated, removed); nothing is forgotten.

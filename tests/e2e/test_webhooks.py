@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,8 +12,11 @@ import pusher
 import pytest
 
 from actors import App
+from actors.app import AppActor
+from actors.webhook_sender import LANES_PER_URL
 from actors.webhooks import WebhookTimings
 from tests.conftest import wait_until
+from transport import webhooks as wh
 from transport.config import ServerLimits
 
 pytestmark = pytest.mark.single_node(reason="reads one node's webhook settings and metrics")
@@ -22,22 +26,45 @@ SDK = pusher.Pusher(app_id="1", key="app-key", secret="app-secret", host="127.0.
 
 
 class Receiver:
-    """An HTTP server on 127.0.0.1:0 that records webhook POSTs and answers ``statuses`` in turn (then 200)."""
+    """An HTTP server on 127.0.0.1:0 that records webhook POSTs and answers ``statuses`` in turn (then 200).
 
-    def __init__(self, statuses=(), sleep: float = 0.0) -> None:
+    ``answer(events)``, if given, picks the status of a request from its
+    events first (None: as without it); ``sleep`` seconds are slept before
+    answering, or ``sleep_for(events)`` seconds.
+    """
+
+    def __init__(self, statuses=(), sleep: float = 0.0, answer=None, sleep_for=None) -> None:
         self.posts: list[dict] = []  # validated bodies, in arrival order
         self.attempts = 0
+        self.attempted: list[list[dict]] = []  # the events of every request, answered or not
         self.statuses = list(statuses)
         self.sleep = sleep
+        self.answer = answer
+        self.sleep_for = sleep_for
+        self.inflight = self.max_inflight = 0  # requests being answered at once
+        self.lock = threading.Lock()  # the server answers on a thread per request
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.attempts += 1
-                if receiver.sleep:
-                    time.sleep(receiver.sleep)
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                events = json.loads(body)["events"]
+                with receiver.lock:
+                    receiver.attempts += 1
+                    receiver.attempted.append(events)
+                    receiver.inflight += 1
+                    receiver.max_inflight = max(receiver.max_inflight, receiver.inflight)
+                try:
+                    pause = receiver.sleep_for(events) if receiver.sleep_for else receiver.sleep
+                    if pause:
+                        time.sleep(pause)
+                    status = receiver.answer(events) if receiver.answer else None
+                    if status is None:
+                        with receiver.lock:
+                            status = receiver.statuses.pop(0) if receiver.statuses else 200
+                finally:
+                    with receiver.lock:
+                        receiver.inflight -= 1
                 if status == 200:
                     checked = SDK.validate_webhook(self.headers["X-Pusher-Key"], self.headers["X-Pusher-Signature"],
                                                    body.decode())
@@ -253,3 +280,107 @@ def test_shutdown_delivers_held_webhooks(make_node, receiver, open_client):
     client.until_pong()
     node.stop()
     assert r.names() == [("channel_occupied", "news", None), ("channel_vacated", "news", None)]
+
+
+# --- delivery lanes: a few requests at once per URL, order kept per channel --------------------
+
+
+def channels_on_lanes(lanes: int = LANES_PER_URL, count: int = 2) -> dict[int, list[str]]:
+    """``count`` channel names for each of a URL's lanes (``transport.webhooks.lane_of``)."""
+    found: dict[int, list[str]] = {lane: [] for lane in range(lanes)}
+    i = 0
+    while any(len(names) < count for names in found.values()):
+        name = f"ch-{i}"
+        lane = wh.lane_of(name, lanes)
+        if len(found[lane]) < count:
+            found[lane].append(name)
+        i += 1
+    return found
+
+
+def test_a_failing_request_holds_up_only_the_channels_of_its_lane(make_node, receiver, open_client):
+    lanes = channels_on_lanes()
+    stuck, behind = lanes[0]  # same lane: "behind" waits for "stuck"; the other lanes do not
+    others = [names[0] for lane, names in lanes.items() if lane != 0]
+    healed = threading.Event()
+
+    def answer(events):
+        return 500 if events[0]["channel"] == stuck and not healed.is_set() else None
+
+    r = receiver(answer=answer)
+    node = hooked(make_node, r, hooks=[{"url": r.url, "event_types": ["channel_occupied"]}])
+    client = open_client(node)
+    client.subscribe(stuck)
+    wait_until(lambda: r.attempts >= 2, message="the stuck channel is being retried")
+    for name in (behind, *others):
+        client.subscribe(name)
+    wait_until(lambda: sorted(n[1] for n in r.names()) == sorted(others), message="the other lanes' channels")
+    assert all(e[0]["channel"] != behind for e in r.attempted)  # not even tried: it waits behind stuck
+    healed.set()  # the receiver takes stuck now: its lane goes on, in order
+    wait_until(lambda: len(r.events()) == len(others) + 2, message="stuck, then behind")
+    names = [n[1] for n in r.names()]
+    assert names.index(stuck) < names.index(behind)
+
+
+def test_a_channels_events_arrive_in_order_while_requests_run_in_parallel(make_node, receiver, open_client):
+    rng = random.Random(7)
+    r = receiver(sleep_for=lambda events: rng.uniform(0.0, 0.03))  # answers come back in any order
+    node = hooked(make_node, r, webhook_delay_seconds=0)  # no delay: every vacated goes out
+    names = [f"order-{i}" for i in range(8)]
+    client = open_client(node)
+    for _ in range(3):
+        for name in names:
+            client.subscribe(name)
+        for name in names:
+            client.unsubscribe(name)
+        client.until_pong()  # the unsubscribes were handled before the next round
+        wait_until(lambda: node.subscription_count("1", names[-1]) == 0, message="left")
+    wait_until(lambda: all(r.names().count(("channel_vacated", n, None)) == 3 for n in names), timeout=10,
+               message="three rounds")
+    for name in names:
+        mine = [event for event, channel, _ in r.names() if channel == name]
+        assert mine == ["channel_occupied", "channel_vacated"] * 3, (name, mine)
+    assert 1 < r.max_inflight <= LANES_PER_URL
+
+
+# --- an app actor restart ---------------------------------------------------------------------------
+
+
+class PlantedBug(RuntimeError):
+    """Raised on purpose, to kill the app actor."""
+
+
+@pytest.fixture
+def fragile_app(monkeypatch):
+    """A broadcast of the event ``kill-app`` kills the app actor (the node's supervisor restarts it)."""
+    original = AppActor.publish_frames
+
+    def publish_frames(self, frames, except_socket_id, started):
+        if any(b'"kill-app"' in frame for _, frame in frames):
+            raise PlantedBug("planted in publish")
+        return original(self, frames, except_socket_id, started)
+
+    monkeypatch.setattr(AppActor, "publish_frames", publish_frames)
+
+
+def test_an_app_actor_restart_sends_no_second_occupied_and_vacates_what_does_not_come_back(
+    make_node, receiver, open_client, fragile_app
+):
+    r = receiver()
+    node = hooked(make_node, r, webhook_delay_seconds=0.5)
+    back, gone = open_client(node), open_client(node)
+    back.subscribe("news")
+    back.subscribe("presence-room", **private_auth(back, "presence-room", custom_data={"user_id": "u1"}))
+    gone.subscribe("lonely")
+    before = [("channel_occupied", "lonely", None), ("channel_occupied", "news", None),
+              ("channel_occupied", "presence-room", None), ("member_added", "presence-room", "u1")]
+    wait_until(lambda: sorted(r.names()) == before, message="occupied and added")
+    node.broadcast("1", "news", "kill-app", "x")  # the app actor dies; its clients are told to reconnect
+    for client in (back, gone):
+        assert client.expect_close()[0] == 4200
+    again = open_client(node)  # back reconnects at once (pusher-js does on 4200); gone does not
+    again.subscribe("news")
+    again.subscribe("presence-room", **private_auth(again, "presence-room", custom_data={"user_id": "u1"}))
+    wait_until(lambda: len(r.events()) >= 5, message="the vacated of the channel nobody came back to")
+    time.sleep(0.5 + 0.2)  # past the delay: asserting that nothing else comes (bounded)
+    assert sorted(r.names()) == sorted([*before, ("channel_vacated", "lonely", None)])
