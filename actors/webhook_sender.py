@@ -13,8 +13,8 @@ at a time over a cooperative socket (``transport.http_post``), retrying as
   included (a channel's vacated never overtakes its occupied);
 * at most ``lanes`` requests are in flight to one URL, and a request that
   is slow or being retried holds up only the channels of its lane;
-* events of different channels may arrive out of order (Pusher promises no
-  order either; ``time_ms`` says when each POST was made).
+* events of different channels may arrive out of order (``time_ms`` says
+  when each POST was made).
 
 With ``webhook_batching`` a URL has one lane: the events of one
 ``webhook_batch_ms`` window go in one POST (up to 100), whatever their
