@@ -12,14 +12,63 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .checks import Problem, Rule, integer, number, string, switch
 from .errors import ConfigError
-from .webhooks import Webhook, parse_webhooks
+from .webhooks import Webhook, parse_webhooks, webhooks_problems
 
-__all__ = ["App", "AppTable", "ServerLimits", "apps_from_env", "load_apps"]
+__all__ = [
+    "APP_RULES",
+    "LIMIT_RULES",
+    "App",
+    "AppTable",
+    "ServerLimits",
+    "app_env_values",
+    "app_problems",
+    "apps_from_env",
+    "load_apps",
+]
+
+
+def _app_id_ok(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return (isinstance(value, int) and value >= 0) or string().ok(value)
+
+
+def _webhooks_text(text: str) -> Any:
+    return json.loads(text)  # a ValueError if it is not JSON; the webhooks are checked after
+
+
+#: What each app setting accepts (``webhooks`` is checked by transport.webhooks).
+APP_RULES: dict[str, Rule] = {
+    "id": Rule("a non-empty string or an integer", _app_id_ok, str),
+    "key": string(),
+    "secret": string(),
+    "enabled": switch(),
+    "enable_client_messages": switch(),
+    "enable_subscription_count": switch(),
+    "max_connections": integer(1, null=True),
+    "max_event_bytes": integer(1),
+    "max_channels_per_event": integer(1),
+    "max_batch_events": integer(1),
+    "max_presence_members": integer(1),
+    "max_user_info_bytes": integer(1),
+    "max_channel_name_length": integer(1),
+    "max_event_name_length": integer(1),
+    "client_events_per_second": number(positive=True),
+    "activity_timeout": integer(1),  # seconds, sent to clients: Pusher sends an integer
+    "pong_timeout": number(positive=True),
+    "max_message_bytes": integer(1),
+    "max_buffer_bytes": integer(1),
+    "webhooks": Rule('a JSON list of {"url": ...} objects', lambda v: isinstance(v, (list, tuple)), _webhooks_text),
+    "webhook_batching": switch(),
+    "webhook_batch_ms": number(0, 3600),
+    "webhook_delay_seconds": number(0, 3600),
+}
 
 
 @dataclass(frozen=True)
@@ -40,7 +89,7 @@ class App:
     max_user_info_bytes: int = 2 * 1024
     max_channel_name_length: int = 200
     max_event_name_length: int = 200
-    client_events_per_second: int = 10
+    client_events_per_second: float = 10
     activity_timeout: int = 120
     pong_timeout: float = 30
     max_message_bytes: int = 64 * 1024
@@ -52,39 +101,86 @@ class App:
     webhook_delay_seconds: float = 3
 
     def __post_init__(self) -> None:
+        problems = [p for name, rule in APP_RULES.items() if name != "webhooks"
+                    if (p := rule.check((name,), getattr(self, name))) is not None]
+        problems += webhooks_problems(self.webhooks)
+        if problems:
+            raise ConfigError(f"app {self.id}: " + "; ".join(p.render_code() for p in problems))
         object.__setattr__(self, "id", str(self.id))
         object.__setattr__(self, "webhooks", parse_webhooks(self.id, self.webhooks))
-        if not isinstance(self.webhook_batching, bool):
-            raise ConfigError(f"app {self.id}: 'webhook_batching' must be true or false")
-        for name in ("webhook_batch_ms", "webhook_delay_seconds"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3600:
-                raise ConfigError(f"app {self.id}: '{name}' must be a number of 0 to 3600, not {value!r}")
-        for name in ("key", "secret"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ConfigError(f"app {self.id}: '{name}' must be a non-empty string")
-        for name in ("activity_timeout", "pong_timeout", "client_events_per_second"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"app {self.id}: '{name}' must be a positive number")
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name.startswith("max_") and value is not None and (not isinstance(value, int) or value <= 0):
-                raise ConfigError(f"app {self.id}: '{f.name}' must be a positive integer")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> App:
-        """Build an app from a config mapping; unknown keys are an error (typos)."""
-        if not isinstance(data, Mapping):
-            raise ConfigError("each app must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown app setting(s) {unknown}; known: {sorted(known)}")
-        try:
-            return cls(**dict(data))
-        except TypeError as exc:
-            raise ConfigError(str(exc)) from exc
+        """Build an app from a config mapping; every mistake (unknown keys too) is in the ConfigError."""
+        problems = app_problems(data)
+        if problems:
+            name = data.get("id", "?") if isinstance(data, Mapping) else "?"
+            raise ConfigError(f"app {name}: " + "; ".join(p.render_code() for p in problems))
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """This app as a config file lists it."""
+        out = dataclasses.asdict(self)
+        out["webhooks"] = [hook.to_dict() for hook in self.webhooks]
+        return out
+
+
+def app_problems(data: Any, *, need_secret: bool = True) -> list[Problem]:
+    """Every mistake in one app's config mapping: unknown keys, wrong types, no ``secret``."""
+    if not isinstance(data, Mapping):
+        return [Problem((), "a JSON object with id, key and secret", data)]
+    known = ", ".join(APP_RULES)
+    problems = []
+    for name, value in data.items():
+        rule = APP_RULES.get(name)
+        if rule is None:
+            problems.append(Problem((name,), note=f"unknown app setting; known: {known}"))
+        elif name == "webhooks":
+            problems += webhooks_problems(value)
+        elif (bad := rule.check((name,), value)) is not None:
+            problems.append(bad)
+    if need_secret and "secret" not in data:
+        problems.append(Problem(("secret",), note="missing: every app needs a secret of its own (SDKs sign with it)"))
+    return problems
+
+
+def app_env_values(env: Mapping[str, str], prefix: str = "ACTORCAST_APP_") -> tuple[dict[str, Any], list[Problem]]:
+    """The app settings ``PREFIX<NAME>`` variables give (empty ones are unset), and what is wrong with them.
+
+    A variable under ``prefix`` that names no setting is a problem too (a typo
+    would otherwise be silently ignored).
+    """
+    values: dict[str, Any] = {}
+    problems: list[Problem] = []
+    names = {f"{prefix}{name.upper()}": name for name in APP_RULES}
+    for var in sorted(env):
+        if not var.startswith(prefix) or not env[var]:
+            continue
+        name = names.get(var)
+        if name is None:
+            problems.append(Problem((var,), note=f"unknown app setting; known: {', '.join(sorted(names))}"))
+            continue
+        value, bad = APP_RULES[name].read((var,), env[var])
+        nested = webhooks_problems(value, var) if bad is None and name == "webhooks" else []
+        if bad is not None:
+            problems.append(bad)
+        elif nested:
+            problems += nested
+        else:
+            values[name] = value
+    return values, problems
+
+
+LIMIT_RULES: dict[str, Rule] = {
+    "header_timeout": number(positive=True),
+    "body_timeout": number(positive=True),
+    "idle_timeout": number(positive=True),
+    "send_timeout": number(positive=True),
+    "max_head_bytes": integer(1),
+    "max_headers": integer(1),
+    "max_body_bytes": integer(1),
+    "shutdown_grace": number(positive=True),
+}
 
 
 @dataclass(frozen=True)
@@ -108,12 +204,9 @@ class ServerLimits:
     log_window: float = 10.0  # seconds; then one line says how many of a client's lines were held back
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"'{f.name}' must be a positive number, not {value!r}")
-            if f.name.startswith("max_") and not isinstance(value, int):
-                raise ConfigError(f"'{f.name}' must be a positive integer, not {value!r}")
+        problems = [p for name, rule in LIMIT_RULES.items() if (p := rule.check((name,), getattr(self, name)))]
+        if problems:
+            raise ConfigError("; ".join(p.render_code() for p in problems))
 
 
 class AppTable:
@@ -140,7 +233,7 @@ class AppTable:
         """The app with this key, or None."""
         return self._by_key.get(key)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[App]:
         return iter(self._by_id.values())
 
     def __len__(self) -> int:
@@ -148,7 +241,7 @@ class AppTable:
 
 
 def load_apps(text: str) -> list[App]:
-    """Parse a JSON config file's text into apps."""
+    """Parse a JSON config file's text into apps; every mistake of every app is in the ConfigError."""
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -157,15 +250,16 @@ def load_apps(text: str) -> list[App]:
         data = data.get("apps")
     if not isinstance(data, list) or not data:
         raise ConfigError('config must be {"apps": [ {...}, ... ]} with at least one app')
-    return [App.from_dict(item) for item in data]
+    problems = [p.under("apps", i) for i, item in enumerate(data) for p in app_problems(item)]
+    if problems:
+        raise ConfigError("; ".join(p.render_code() for p in problems))
+    return [App(**item) for item in data]
 
 
 def apps_from_env(env: Mapping[str, str], base: App | None = None) -> App:
-    """The default app, with ``ACTORCAST_APP_ID/KEY/SECRET`` overriding its fields."""
+    """The default app, with ``ACTORCAST_APP_<SETTING>`` variables overriding its fields."""
     base = base or App()
-    changes: dict[str, Any] = {
-        name: env[var]
-        for name, var in (("id", "ACTORCAST_APP_ID"), ("key", "ACTORCAST_APP_KEY"), ("secret", "ACTORCAST_APP_SECRET"))
-        if env.get(var)
-    }
+    changes, problems = app_env_values(env)
+    if problems:
+        raise ConfigError("; ".join(p.render() for p in problems))
     return dataclasses.replace(base, **changes) if changes else base

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .auth import webhook_signature
+from .checks import MISSING, Problem, string
 from .errors import ConfigError
 
 __all__ = [
@@ -49,6 +50,8 @@ __all__ = [
     "retryable",
     "subject",
     "subscription_count",
+    "webhook_problems",
+    "webhooks_problems",
 ]
 
 EVENT_TYPES = (
@@ -114,13 +117,66 @@ def subscription_count(channel: str, count: int) -> dict[str, Any]:
 
 # --- configuration -------------------------------------------------------------
 
+_HOOK_KEYS = ("event_types", "filter", "headers", "url")
+_FILTERS = ("channel_name_starts_with", "channel_name_ends_with")
+_RESERVED_HEADERS = ("content-length", "host", "transfer-encoding", "connection")
+_TOKEN_EXTRA = "!#$%&'*+-.^_`|~"
+_URL = string()
+_TEXT = string(empty=True)
 
-def _text(where: str, name: str, value: Any, *, empty: bool = True) -> str:
-    if not isinstance(value, str) or (not empty and not value):
-        raise ConfigError(f"{where}: '{name}' must be a{'' if empty else ' non-empty'} string, not {value!r}")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise ConfigError(f"{where}: '{name}' must not hold control characters")
-    return value
+
+def webhook_problems(data: Any) -> list[Problem]:
+    """Every mistake in one webhook's config mapping (paths relative to it); [] if it is valid."""
+    if not isinstance(data, Mapping):
+        return [Problem((), 'an object with a "url"', data)]
+    problems = [Problem((key,), note=f"unknown setting; a webhook has: {', '.join(_HOOK_KEYS)}")
+                for key in data if key not in _HOOK_KEYS]
+    url = data.get("url", MISSING)
+    if url is MISSING:
+        problems.append(Problem(("url",), _URL.allowed))
+    elif (bad := _URL.check(("url",), url)) is not None:
+        problems.append(bad)
+    else:
+        from .http_client import parse_url  # config-time check of what the sender will need
+
+        try:
+            parse_url(url)
+        except ValueError as exc:
+            problems.append(Problem(("url",), note=str(exc)))
+    types = data.get("event_types")
+    if types is not None:
+        if not isinstance(types, (list, tuple)) or not types:
+            problems.append(Problem(("event_types",), "a non-empty list of event types (omit it for every event)",
+                                    types))
+        else:
+            problems.extend(Problem(("event_types", i), note=f"unknown event type {t!r}; known: {', '.join(EVENT_TYPES)}")
+                            for i, t in enumerate(types) if t not in EVENT_TYPES)
+    filt = data.get("filter")
+    if filt is not None and not isinstance(filt, Mapping):
+        problems.append(Problem(("filter",), "an object", filt))
+    elif filt is not None:
+        for name, value in filt.items():
+            if name not in _FILTERS:
+                problems.append(Problem(("filter", name), note=f"unknown filter; known: {', '.join(_FILTERS)}"))
+            elif (bad := _TEXT.check(("filter", name), value)) is not None:
+                problems.append(bad)
+    headers = data.get("headers")
+    if headers is not None and not isinstance(headers, Mapping):
+        problems.append(Problem(("headers",), "an object of header names to values", headers))
+    elif headers is not None:
+        for name, value in headers.items():
+            problems.extend(_header_problems(name, value))
+    return problems
+
+
+def _header_problems(name: Any, value: Any) -> list[Problem]:
+    path = ("headers", str(name))
+    if not isinstance(name, str) or not name or not all(c.isascii() and (c.isalnum() or c in _TOKEN_EXTRA) for c in name):
+        return [Problem(path, note=f"header name {name!r} is not a valid HTTP token")]
+    if name.lower() in _RESERVED_HEADERS:
+        return [Problem(path, note=f"header {name!r} is set by the sender and cannot be configured")]
+    bad = _TEXT.check(path, value)
+    return [bad] if bad is not None else []
 
 
 @dataclass(frozen=True)
@@ -135,51 +191,33 @@ class Webhook:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "webhook") -> Webhook:
-        """A webhook from its config mapping; every mistake is a ConfigError saying which."""
+        """A webhook from its config mapping; every mistake is in the ConfigError (see :func:`webhook_problems`)."""
         if isinstance(data, Webhook):
             return data
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{where} must be an object with a 'url'")
-        unknown = sorted(set(data) - {"url", "event_types", "filter", "headers"})
-        if unknown:
-            raise ConfigError(f"{where}: unknown setting(s) {unknown}; known: event_types, filter, headers, url")
-        url = _text(where, "url", data.get("url"), empty=False)
-        from .http_client import parse_url  # config-time check of what the sender will need
-
-        try:
-            parse_url(url)
-        except ValueError as exc:
-            raise ConfigError(f"{where}: 'url' {exc}") from None
+        problems = webhook_problems(data)
+        if problems:
+            raise ConfigError(f"{where}: " + "; ".join(p.render_code() for p in problems))
         types = data.get("event_types")
-        if types is not None:
-            if not isinstance(types, (list, tuple)) or not types:
-                raise ConfigError(f"{where}: 'event_types' must be a non-empty list (omit it for every event)")
-            bad = [t for t in types if t not in EVENT_TYPES]
-            if bad:
-                raise ConfigError(f"{where}: unknown event type(s) {bad!r}; known: {list(EVENT_TYPES)}")
-            types = frozenset(types)
         filt = data.get("filter") or {}
-        if not isinstance(filt, Mapping):
-            raise ConfigError(f"{where}: 'filter' must be an object")
-        unknown = sorted(set(filt) - {"channel_name_starts_with", "channel_name_ends_with"})
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown filter(s) {unknown}; known: channel_name_starts_with, channel_name_ends_with"
-            )
-        starts = _text(where, "channel_name_starts_with", filt.get("channel_name_starts_with", ""))
-        ends = _text(where, "channel_name_ends_with", filt.get("channel_name_ends_with", ""))
-        headers = data.get("headers") or {}
-        if not isinstance(headers, Mapping):
-            raise ConfigError(f"{where}: 'headers' must be an object of header names to values")
-        pairs = []
-        for name, value in headers.items():
-            _text(where, "headers", name, empty=False)
-            if not all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in name):
-                raise ConfigError(f"{where}: header name {name!r} is not a valid HTTP token")
-            if name.lower() in ("content-length", "host", "transfer-encoding", "connection"):
-                raise ConfigError(f"{where}: header {name!r} is set by the sender and cannot be configured")
-            pairs.append((name, _text(where, f"headers.{name}", value)))
-        return cls(url, types, starts, ends, tuple(pairs))
+        return cls(
+            data["url"],
+            None if types is None else frozenset(types),
+            filt.get("channel_name_starts_with", ""),
+            filt.get("channel_name_ends_with", ""),
+            tuple((data.get("headers") or {}).items()),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config mapping this webhook was built from (as a config file writes it)."""
+        out: dict[str, Any] = {"url": self.url}
+        if self.event_types is not None:
+            out["event_types"] = [t for t in EVENT_TYPES if t in self.event_types]
+        filt = {k: v for k, v in zip(_FILTERS, (self.starts_with, self.ends_with), strict=True) if v}
+        if filt:
+            out["filter"] = filt
+        if self.headers:
+            out["headers"] = dict(self.headers)
+        return out
 
     def wants(self, event: Mapping[str, Any]) -> bool:
         """True if this webhook takes ``event`` (its type and channel filter)."""
@@ -189,13 +227,22 @@ class Webhook:
         return channel.startswith(self.starts_with) and channel.endswith(self.ends_with)
 
 
+def webhooks_problems(value: Any, name: str = "webhooks") -> list[Problem]:
+    """Every mistake in an app's ``webhooks`` setting (paths start at ``name``: the key or variable)."""
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        return [Problem((name,), 'a list of {"url": ...} objects', value)]
+    return [p.under(name, i) for i, item in enumerate(value) if not isinstance(item, Webhook)
+            for p in webhook_problems(item)]
+
+
 def parse_webhooks(app_id: str, value: Any) -> tuple[Webhook, ...]:
     """The app's ``webhooks`` setting (a list of mappings or :class:`Webhook`) as a tuple."""
-    if value is None:
-        return ()
-    if not isinstance(value, (list, tuple)):
-        raise ConfigError(f"app {app_id}: 'webhooks' must be a list of {{\"url\": ...}} objects")
-    return tuple(Webhook.from_dict(item, f"app {app_id}: webhooks[{i}]") for i, item in enumerate(value))
+    problems = webhooks_problems(value)
+    if problems:
+        raise ConfigError(f"app {app_id}: " + "; ".join(p.render_code() for p in problems))
+    return tuple(Webhook.from_dict(item) for item in value or ())
 
 
 # --- the request -----------------------------------------------------------------
