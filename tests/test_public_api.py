@@ -59,7 +59,7 @@ def test_the_transport_protocol_core_imports_neither_gevent_nor_pykka():
     from pathlib import Path
 
     pure = ["errors", "config", "frames", "protocol", "names", "auth", "auth_request", "cors", "http_signing",
-            "ops_log"]
+            "ops_log", "checks", "settings", "soketi"]
     code = (
         "import sys\n"
         + "".join(f"import transport.{m}\n" for m in pure)

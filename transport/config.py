@@ -180,6 +180,8 @@ LIMIT_RULES: dict[str, Rule] = {
     "max_headers": integer(1),
     "max_body_bytes": integer(1),
     "shutdown_grace": number(positive=True),
+    "max_log_lines_per_client": integer(1),
+    "log_window": number(positive=True),
 }
 
 
