@@ -1,10 +1,16 @@
 """actorcast: a Pusher Channels server written as an actor system on Pykka and gevent."""
 
+import re
+
 from setuptools import find_packages, setup
+
+# The version lives in actors/__init__.py; read, not imported (gevent may not be installed yet).
+with open("actors/__init__.py", encoding="utf-8") as f:
+    VERSION = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 setup(
     name="actorcast",
-    version="0.1.0",
+    version=VERSION,
     description="A realtime WebSocket server speaking the Pusher Channels protocol, built on Pykka and gevent",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

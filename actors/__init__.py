@@ -13,6 +13,8 @@ channel's subscribers), ``ConnectionActor`` (one client), ``MetricsActor``
 (counters), all running on ``GeventActor``, our gevent runtime for Pykka.
 """
 
+__version__ = "0.1.0"  # the one place it is written: setup.py reads it from here
+
 from transport.config import App
 from transport.errors import (
     ActorcastError,
@@ -48,4 +50,5 @@ __all__ = [
     "MetricsActor",
     "Node",
     "ProtocolError",
+    "__version__",
 ]

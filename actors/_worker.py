@@ -18,9 +18,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from transport.errors import ConfigError
+from transport.settings import NodeSettings
 
-from .cli import build_parser, node_from_args
+from .cli import fail, problem_lines, read_settings
 from .hub import HubThread
+from .logs import configure_logging
+from .node import Node
 from .worker_bus import WorkerBus
 
 __all__ = ["main"]
@@ -30,7 +33,7 @@ log = logging.getLogger("actorcast")
 ORPHAN_CHECK_SECONDS = 0.5
 
 
-def cluster_options(args: Any, env: dict[str, str]) -> dict[str, Any]:
+def cluster_options(settings: NodeSettings, env: dict[str, str]) -> dict[str, Any]:
     """What makes a node a worker: its number, the shared port, the parent's bus, no metrics port of its own.
 
     A worker of a node that has an adapter of its own (Redis) uses that
@@ -40,8 +43,7 @@ def cluster_options(args: Any, env: dict[str, str]) -> dict[str, Any]:
     number = env.get("ACTORCAST_WORKER_ID", "")
     if number.isascii() and number.isdigit():  # shown by GET /usage
         options["worker"] = int(number)
-    own_adapter = getattr(args, "adapter", None) or env.get("ACTORCAST_ADAPTER")
-    if env.get("ACTORCAST_BUS_SOCKET") and not own_adapter:
+    if env.get("ACTORCAST_BUS_SOCKET") and not settings.adapter:
         options["adapter"] = WorkerBus(env["ACTORCAST_BUS_SOCKET"])
     return options
 
@@ -50,19 +52,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one worker's node until told to stop."""
     env = dict(os.environ)
     number = env.get("ACTORCAST_WORKER_ID", "?")
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=(args.log_level or "INFO").upper(),
-        format=f"%(asctime)s %(levelname)s worker-{number} %(name)s: %(message)s",
-    )
+    try:
+        # The warnings were the parent's to log (once, not once per worker).
+        _, settings, _ = read_settings(sys.argv[1:] if argv is None else list(argv), env)
+    except ConfigError as exc:
+        for line in problem_lines(exc):
+            print(f"actorcast: worker {number}: {line}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format, worker=number)
     stop = HubThread.os_event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        node = node_from_args(args, env, **cluster_options(args, env))
+        node = Node(**{**settings.node_kwargs(), **cluster_options(settings, env)})
         node.start()
     except (ConfigError, OSError, ValueError) as exc:
-        print(f"actorcast: worker {number}: {exc}", file=sys.stderr)
+        fail(exc, settings.log_format, who=f"worker {number}: ")
         return 2
     _tell_parent_ready(env)
     parent = int(env.get("ACTORCAST_SUPERVISOR_PID") or os.getppid())

@@ -1,17 +1,26 @@
-"""``actorcast serve``: run a node from the command line.
+"""``actorcast``: run a node from the command line.
 
-With no flags it serves the default app (id ``1``, key ``app-key``, secret
-``app-secret``) on 0.0.0.0:6001 with metrics on 9601. ``ACTORCAST_APP_ID``,
-``ACTORCAST_APP_KEY``, ``ACTORCAST_APP_SECRET`` and ``ACTORCAST_PORT`` override
-the defaults; ``--config FILE`` lists apps as JSON (see transport.config).
-``--workers N`` (env ``ACTORCAST_WORKERS``, ``auto`` = one per core) runs N
-worker processes on the one port under a supervising parent
-(``actors.workers``); the default, 1, is a single process.
+::
+
+    actorcast [serve|start] [FLAGS]          run a node (the default command)
+    actorcast config check [FILE] [FLAGS]    check the settings, print them resolved (secrets masked)
+    actorcast --version
+
+Flags go before or after the command alike. Every setting also comes from
+the config file or the environment (``transport.settings``: flags > config
+file > ``ACTORCAST_*`` > soketi's ``SOKETI_*`` > defaults). A mistake is
+never a traceback: each is one line ``actorcast: ...`` on stderr, naming the
+flag, variable or file and key, and the exit code is 2.
+
+``--workers N`` runs N worker processes on the one port under a supervising
+parent (``actors.workers``); each worker re-reads the same flags, config file
+and environment (``actors._worker``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -19,102 +28,172 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from transport.config import App, apps_from_env, load_apps
 from transport.errors import ConfigError
+from transport.settings import NODE_RULES, NodeSettings, SettingsError, flag_name, resolve
 
+from . import __version__
 from .hub import HubThread
+from .logs import configure_logging
 from .node import Node
-from .workers import Supervisor, WorkerStartError, worker_count
+from .workers import Supervisor, WorkerStartError
 
-__all__ = ["main"]
+__all__ = ["UsageError", "build_parser", "main", "problem_lines", "read_settings"]
+
+log = logging.getLogger("actorcast")
+
+_HELP = {
+    "host": "address to listen on (default 0.0.0.0)",
+    "port": "WebSocket + HTTP API port (default 6001; 0: any free port)",
+    "metrics_host": "address of the metrics port (default: --host)",
+    "metrics_port": "Prometheus /metrics port (default 9601; -1: off)",
+    "workers": "worker processes sharing the port: N or 'auto' (one per core; default 1)",
+    "adapter": "join other nodes: redis://[:password@]host:port/db (default: none)",
+    "log_level": "debug, info (default), warning, error, critical",
+    "log_format": "text (default) or json (one object per line)",
+    "tls_cert": "TLS certificate chain (PEM): serve wss:// and https:// (with --tls-key)",
+    "tls_key": "TLS private key (PEM)",
+    "metrics_tls": "serve the metrics port over TLS too",
+    "header_timeout": "seconds for a request's head (default 10)",
+    "body_timeout": "seconds for a request's body (default 10)",
+    "idle_timeout": "seconds a kept-alive HTTP connection may idle (default 30)",
+    "send_timeout": "seconds to write one HTTP answer (default 10)",
+    "max_head_bytes": "largest request head (default 16384)",
+    "max_headers": "most header fields in a request (default 100)",
+    "max_body_bytes": "largest HTTP API body (default 1048576)",
+    "shutdown_grace": "seconds SIGTERM may take to deliver what was accepted (default 5)",
+    "max_log_lines_per_client": "refusal lines per client address in each log window (default 5)",
+    "log_window": "seconds of the refusal lines' window (default 10)",
+    "heartbeat_interval": "seconds between cluster heartbeats (default 2)",
+    "request_timeout": "seconds to wait for other nodes' answers (default 0.5)",
+}
+assert set(_HELP) == set(NODE_RULES), "every setting has its flag"
+
+
+class UsageError(ConfigError):
+    """The command line itself is wrong (an unknown flag, a missing value)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is an exception (reported as one line), not a usage dump and exit."""
+
+    def error(self, message: str) -> Any:
+        raise UsageError(f"{message} (see actorcast --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``actorcast`` argument parser."""
-    parser = argparse.ArgumentParser(prog="actorcast", description="A Pusher Channels server on Pykka and gevent.")
-    sub = parser.add_subparsers(dest="command")
-    serve = sub.add_parser("serve", help="run a node (the default command)")
-    for p in (parser, serve):
-        p.add_argument("--host", default=None, help="address to listen on (default 0.0.0.0)")
-        p.add_argument("--port", type=int, default=None, help="WebSocket + HTTP port (default 6001, env ACTORCAST_PORT)")
-        p.add_argument("--config", default=None, help="JSON file listing apps: id, key, secret and limits")
-        p.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default 9601; -1 turns it off)")
-        p.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, ERROR")
-        p.add_argument("--adapter", default=None,
-                       help="join other nodes: redis://[:password@]host:port/db (env ACTORCAST_ADAPTER; default: none)")
-        p.add_argument("--workers", default=None,
-                       help="worker processes sharing the port (default 1; 'auto': one per core; env ACTORCAST_WORKERS)")
-        p.add_argument("--tls-cert", default=None, metavar="FILE",
-                       help="serve https:// and wss:// with this PEM certificate chain (default: plain)")
-        p.add_argument("--tls-key", default=None, metavar="FILE", help="its PEM private key (default: in --tls-cert)")
-        p.add_argument("--metrics-tls", action="store_true", default=None, help="serve the metrics port over TLS too")
+    """The ``actorcast`` argument parser (every flag before or after the command)."""
+    flags = _Parser(add_help=False, allow_abbrev=False)
+    # SUPPRESS: a flag not given leaves no attribute, so a command's parser never
+    # overwrites what was given before the command (and settings know what was given).
+    for name, text in _HELP.items():
+        if name == "metrics_tls":
+            flags.add_argument(flag_name(name), action="store_true", default=argparse.SUPPRESS, help=text)
+        else:
+            flags.add_argument(flag_name(name), default=argparse.SUPPRESS, metavar=_metavar(name), help=text)
+    flags.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
+                       help="JSON config file: node settings and apps (env ACTORCAST_CONFIG)")
+    flags.add_argument("--version", action="version", version=f"actorcast {__version__}")
+    parser = _Parser(prog="actorcast", parents=[flags], allow_abbrev=False,
+                     description="A Pusher Channels server on Pykka and gevent. Every flag is also a config "
+                                 "file key and an ACTORCAST_* variable (see the README).")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.add_parser("serve", parents=[flags], allow_abbrev=False, help="run a node (the default command)")
+    commands.add_parser("start", parents=[flags], allow_abbrev=False, help="the same as serve")
+    config = commands.add_parser("config", allow_abbrev=False, help="about the settings")
+    actions = config.add_subparsers(dest="action", metavar="check", required=True, parser_class=_Parser)
+    check = actions.add_parser("check", parents=[flags], allow_abbrev=False,
+                               help="check the settings (file, flags, environment) and print them resolved")
+    check.add_argument("file", nargs="?", default=argparse.SUPPRESS, help="the config file to check")
     return parser
 
 
-def node_from_args(args: argparse.Namespace, env: dict[str, str], **overrides: Any) -> Node:
-    """Build (not start) the node the flags and environment describe (``overrides``: more Node arguments)."""
-    if args.config:
-        try:
-            with open(args.config, encoding="utf-8") as f:
-                apps = load_apps(f.read())
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {args.config}: {exc}") from exc
-    else:
-        apps = [apps_from_env(env, App())]
-    port = args.port if args.port is not None else int(env.get("ACTORCAST_PORT") or 6001)
-    metrics_port = 9601 if args.metrics_port is None else args.metrics_port
-    settings: dict[str, Any] = {
-        "apps": apps,
-        "host": args.host or "0.0.0.0",
-        "port": port,
-        "metrics_port": None if metrics_port < 0 else metrics_port,
-        "adapter": args.adapter or env.get("ACTORCAST_ADAPTER") or None,
-        "tls_cert": args.tls_cert,
-        "tls_key": args.tls_key,
-        "metrics_tls": bool(args.metrics_tls),
-    }
-    return Node(**{**settings, **overrides})
+def _metavar(name: str) -> str:
+    if name.endswith(("_timeout", "_grace", "_interval", "_window")):
+        return "SECONDS"
+    special = {"workers": "N", "max_headers": "N", "max_log_lines_per_client": "N", "adapter": "URL",
+               "tls_cert": "FILE", "tls_key": "FILE"}
+    return special.get(name, name.rsplit("_", 1)[-1].upper())
+
+
+def read_settings(argv: Sequence[str], env: dict[str, str]) -> tuple[str, NodeSettings, list[str]]:
+    """``(command, settings, warnings)`` for a command line; UsageError / ConfigError if wrong."""
+    given = vars(build_parser().parse_args(list(argv)))
+    command = given.pop("command", None) or "serve"
+    if command == "config":
+        given.pop("action", None)
+        if "file" in given:
+            given["config"] = given.pop("file")
+    settings, warnings = resolve(given, env)
+    return command, settings, warnings
+
+
+def problem_lines(exc: ConfigError) -> list[str]:
+    """The lines to print for a settings mistake (one per problem)."""
+    return list(exc.problems) if isinstance(exc, SettingsError) else str(exc).splitlines() or [repr(exc)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``actorcast`` and ``python -m actors``."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=(args.log_level or "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    args = sys.argv[1:] if argv is None else list(argv)
+    env = dict(os.environ)
+    try:
+        command, settings, warnings = read_settings(args, env)
+    except ConfigError as exc:
+        for line in problem_lines(exc):
+            print(f"actorcast: {line}", file=sys.stderr)
+        return 2
+    if command == "config":
+        for line in warnings:
+            print(f"actorcast: warning: {line}", file=sys.stderr)
+        try:
+            print(json.dumps(settings.to_dict(), indent=2), flush=True)
+        except BrokenPipeError:  # `actorcast config check | head`: the reader left, nothing is wrong
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    configure_logging(settings.log_level, settings.log_format)
+    for line in warnings:
+        log.warning(line)
+    return serve(settings, args, env)
+
+
+def serve(settings: NodeSettings, argv: list[str], env: dict[str, str]) -> int:
+    """Run the node (or its supervisor and workers) until SIGTERM/SIGINT; the exit code."""
     # The node runs on its own hub thread; this thread only waits for a signal.
     # Handlers go in first, so a signal during start-up still stops cleanly.
     stop = HubThread.os_event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    env = dict(os.environ)
     supervisor = None
     try:
-        workers = worker_count(args.workers if args.workers is not None else env.get("ACTORCAST_WORKERS"))
-        node = node_from_args(args, env)
-        if workers > 1:  # the node only carries the settings; each worker builds its own
-            supervisor = _supervisor(node, workers, sys.argv[1:] if argv is None else list(argv), env)
+        if settings.workers > 1:  # each worker builds its own node from the same argv and env
+            supervisor = Supervisor(argv, settings.workers, host=settings.host, port=settings.port,
+                                    metrics_host=settings.metrics_host or settings.host,
+                                    metrics_port=settings.metrics_port, limits=settings.limits, env=env,
+                                    tls_cert=settings.tls_cert, tls_key=settings.tls_key,
+                                    metrics_tls=settings.metrics_tls)
             supervisor.start()
         else:
+            node = Node(**settings.node_kwargs())
             node.start()
     except (ConfigError, OSError, ValueError, WorkerStartError) as exc:
-        print(f"actorcast: {exc}", file=sys.stderr)
+        fail(exc, settings.log_format)
         return 2
     if supervisor is not None:
         return supervisor.run(stop)
     while not stop.wait(1.0):
         pass
-    logging.getLogger("actorcast").info("shutting down")
+    log.info("shutting down")
     node.stop()
     return 0
 
 
-def _supervisor(node: Node, workers: int, argv: list[str], env: dict[str, str]) -> Supervisor:
-    """The parent of ``workers`` processes serving what ``node`` describes."""
-    return Supervisor(argv, workers, host=node.host, port=node.port, metrics_host=node.metrics_host,
-                      metrics_port=node.metrics_port, limits=node.limits, env=env,
-                      tls_cert=node.tls_cert, tls_key=node.tls_key, metrics_tls=node.metrics_tls)
+def fail(exc: BaseException, log_format: str, who: str = "") -> None:
+    """Report a failed start as one line: ``actorcast: ...`` (or one JSON record)."""
+    message = who + (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
+    if log_format == "json":
+        log.error(message)
+    else:
+        print(f"actorcast: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pykka import ActorDeadError, Timeout
 from transport import cluster as wire
 from transport import protocol
 from transport.config import App, AppTable, ServerLimits
-from transport.errors import ActorcastError
+from transport.errors import ActorcastError, listen_error
 from transport.frames import text_frame
 from transport.metrics_endpoint import make_metrics_server
 from transport.ops_log import OpsLog, RateLimiter
@@ -64,6 +64,10 @@ class Node:
     file) make the port serve ``wss://`` and ``https://`` only, and with
     ``metrics_tls`` the metrics port ``https://``; the files are read by
     ``start()``, which raises ConfigError naming a file it cannot use.
+
+    ``metrics_port`` (None: no metrics port) serves Prometheus ``/metrics``;
+    an embedded node serves none unless given one, so it never clashes with
+    a CLI node's 9601.
     """
 
     def __init__(
@@ -71,7 +75,7 @@ class Node:
         apps: Iterable[App] | None = None,
         host: str = "0.0.0.0",
         port: int = 6001,
-        metrics_port: int | None = 9601,
+        metrics_port: int | None = None,
         metrics_host: str | None = None,
         metrics_flush_interval: float = 0.5,
         limits: ServerLimits | None = None,
@@ -167,14 +171,20 @@ class Node:
         self._health.serving(self._server)
         listening = False
         try:
-            self._server.start()
+            try:
+                self._server.start()
+            except OSError as exc:
+                raise listen_error("the main port", self.host, self.port, exc) from exc
             self.port = self._server.server_port
             if self.metrics_port is not None:
                 self._metrics_server = make_metrics_server(
                     (self.metrics_host, self.metrics_port), self.registry, self._flush_metrics, self.limits,
                     self._tls if self.metrics_tls else None,
                 )
-                self._metrics_server.start()
+                try:
+                    self._metrics_server.start()
+                except OSError as exc:
+                    raise listen_error("the metrics port", self.metrics_host, self.metrics_port, exc) from exc
                 self.metrics_port = self._metrics_server.server_port
             listening = True
         finally:

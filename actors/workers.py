@@ -47,14 +47,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from transport.config import ServerLimits
-from transport.errors import ActorcastError, ConfigError
+from transport.errors import ActorcastError, listen_error
 from transport.metrics_endpoint import make_metrics_server
 from transport.tls import tls_context
 
 from .hub import HubThread
 from .worker_bus import Relay
 
-__all__ = ["Supervisor", "WorkerStartError", "worker_count"]
+__all__ = ["Supervisor", "WorkerStartError"]
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +68,6 @@ RESTART_MAX = 30.0
 
 class WorkerStartError(ActorcastError):
     """A worker exited before it listened (its own error is on stderr above)."""
-
-
-def worker_count(value: str | None) -> int:
-    """The number of workers for ``--workers`` / ``ACTORCAST_WORKERS``: ``auto`` is one per core."""
-    if value is None or value.strip() == "":
-        return 1
-    if value.strip().lower() == "auto":
-        # The cores this process may run on (a container's CPU set), not all the machine has.
-        affinity = getattr(os, "sched_getaffinity", None)
-        return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
-    try:
-        count = int(value)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise ConfigError(f"--workers must be a positive number or 'auto', not {value!r}")
-    return count
 
 
 class _Worker:
@@ -185,9 +168,9 @@ class Supervisor:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((self.host, self.port))
-        except OSError:
+        except OSError as exc:
             sock.close()
-            raise
+            raise listen_error("the main port", self.host, self.port, exc) from exc
         self._reservation = sock
         self.port = sock.getsockname()[1]
 
@@ -203,9 +186,9 @@ class Supervisor:
                                      self._tls if self.tls_files[2] else None)
         try:
             server.start()
-        except OSError:  # the metrics port in use: undo the relay, let the error through
+        except OSError as exc:  # the metrics port in use: undo the relay, say which port it was
             self._relay.stop()
-            raise
+            raise listen_error("the metrics port", self.metrics_host, self.metrics_port, exc) from exc
         self._metrics_server = server
         self.metrics_port = server.server_port
 

@@ -21,6 +21,7 @@ __all__ = [
     "ConfigError",
     "HttpError",
     "ProtocolError",
+    "listen_error",
 ]
 
 
@@ -66,3 +67,13 @@ class HttpError(ActorcastError):
         self.status = status
         self.message = message
         self.headers = headers  # extra response headers, e.g. Sec-WebSocket-Version on a 426
+
+
+def listen_error(what: str, host: str, port: int, exc: OSError) -> OSError:
+    """``exc`` (from bind/listen) saying which port it was: ``cannot listen on ... (the metrics port): ...``.
+
+    Still an OSError with the same errno, so callers that catch OSError keep working.
+    """
+    reason = (exc.strerror or str(exc)).rstrip(".")
+    reason = reason[:1].lower() + reason[1:]
+    return OSError(exc.errno, f"cannot listen on {host}:{port} ({what}): {reason}")

@@ -332,16 +332,15 @@ def _apps_problems(apps: Any) -> list[Problem]:
 
 
 def _cross_checks(layers: _Layers) -> None:
-    """What no setting can say on its own: TLS files that exist and go together, distinct ports."""
+    """What no setting can say on its own: TLS settings that go together, distinct ports.
+
+    The TLS files themselves are read (and their mistakes named) by ``transport.tls`` at start.
+    """
     values = layers.values
     cert, key = values.get("tls_cert"), values.get("tls_key")
     if key is not None and cert is None:  # a certificate alone is fine: its file may hold the key
         layers.problems.append(f"{layers.label('tls_key')} is set but tls_cert is not: a TLS key needs its "
                                f"certificate ({flag_name('tls_cert')} FILE)")
-    for name in ("tls_cert", "tls_key"):
-        file = values.get(name)
-        if file is not None and not (os.path.isfile(file) and os.access(file, os.R_OK)):
-            layers.problems.append(f"{layers.label(name)} must be a readable file, not {json.dumps(file)}")
     if values.get("metrics_tls") and cert is None:
         layers.problems.append(f"{layers.label('metrics_tls')} needs TLS: give --tls-cert and --tls-key too")
     port, metrics = values.get("port", NodeSettings.port), values.get("metrics_port", NodeSettings.metrics_port)
