@@ -41,8 +41,12 @@ def test_json_log_format_is_one_object_per_line_for_everything_the_node_prints(s
     port = int(node.wait_ready()["port"])
     with PusherClient.connect(port) as client:
         client.subscribe("news")
+    with PusherClient.connect(port, key="wrong", established=False) as refused:
+        assert refused.expect_close()[0] == 4001
     stop_cleanly(node)
     found = records(node)
+    (refusal,) = [r for r in found if r.get("kind") == "connection_refused"]  # the record's own fields
+    assert (refusal["code"], refusal["remote"], refusal["level"]) == (4001, "127.0.0.1", "INFO")
     warning = [r for r in found if "SOKETI_NODE_ID" in r["message"]]
     assert len(warning) == 1 and warning[0]["level"] == "WARNING" and warning[0]["logger"] == "actorcast"
     assert any(r["message"].startswith("actorcast listening on ws://127.0.0.1:") for r in found)
