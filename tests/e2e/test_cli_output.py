@@ -82,22 +82,3 @@ def test_workers_start_from_a_config_file_and_log_json_with_their_number(serve, 
     assert {r.get("worker") for r in found} >= {"1", "2"}  # each worker's lines say which it is
     assert not [r for r in found if r["level"] in ("ERROR", "CRITICAL")]
 
-
-def test_the_readme_embedded_example_runs_while_something_holds_the_metrics_port():
-    """An embedded Node serves no metrics port unless asked (the CLI's 9601 may be taken by a CLI node)."""
-    import subprocess
-    import sys
-
-    text = test_cli.REPO.joinpath("README.md").read_text(encoding="utf-8")
-    snippet = text.split("## From Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    assert "Node(" in snippet and "metrics_port" not in snippet
-    with socket.socket() as holder:
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            holder.bind(("0.0.0.0", 9601))
-            holder.listen()
-        except OSError:
-            pass  # something else holds it already: just as good
-        result = subprocess.run([sys.executable, "-c", snippet + "\nassert node.metrics_port is None\n"],
-                                cwd=test_cli.REPO, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
