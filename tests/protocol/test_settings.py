@@ -428,3 +428,9 @@ def test_a_default_app_with_its_own_key_but_the_well_known_secret_is_warned_abou
     assert warnings == ["the default app has a key or id of its own but the well-known secret 'app-secret': "
                         "set ACTORCAST_APP_SECRET"]
     assert resolve({}, {"ACTORCAST_APP_KEY": "prod-key", "SOKETI_DEFAULT_APP_SECRET": "s"})[1] == []
+
+
+def test_every_field_of_app_limits_and_node_settings_has_its_rule():
+    assert [f.name for f in dataclasses.fields(App)] == list(APP_RULES)
+    assert [f.name for f in dataclasses.fields(ServerLimits)] == list(LIMIT_RULES)
+    assert [f.name for f in dataclasses.fields(NodeSettings)] == [*NODE_RULES, "apps"]
