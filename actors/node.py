@@ -137,11 +137,13 @@ class Node:
         self._hub.start(self._start_in_hub)
         self.running = True
         # On a cluster, wait (bounded) for the bus: what is published before
-        # it carries messages reaches no other node.
+        # it carries messages reaches no other node. In sync, not just
+        # connected: /ready answers 503 until the first heartbeat after the
+        # connection asked the others for their presence.
         deadline = time.monotonic() + BUS_CONNECT_SECONDS
-        while not self.cluster.connected and time.monotonic() < deadline:
+        while not self.cluster.in_sync and time.monotonic() < deadline:
             time.sleep(0.01)
-        if not self.cluster.connected:
+        if not self.cluster.in_sync:
             log.warning("the cluster bus (%s) is not connected yet; serving this node's clients meanwhile",
                         describe(self.adapter))
         if self.worker is not None:  # the parent says where the port and the metrics are, once
