@@ -6,7 +6,7 @@
 * ``browser`` (session): Debian's chromium (/usr/bin/chromium) driven by
   Playwright. The test is skipped, saying why, only when playwright or
   chromium is not installed (the README's test command installs both).
-* ``open_page(url, name=None, room=None)``: a page in a browser context of
+* ``open_page(url, name=None, room=None, viewport=None)``: a page in a browser context of
   its own (its own cookies: another person), joined when ``name`` is given;
   a JavaScript error on any page fails the test.
 * ``screenshot(page, label)``: a PNG in the test's tmp dir (every browser test takes one).
@@ -156,8 +156,8 @@ def open_page(browser: Any) -> Iterator[Any]:
     contexts: list[Any] = []
     errors: list[str] = []
 
-    def open_(url: str, name: str | None = None, room: str | None = None) -> Any:
-        context = browser.new_context(viewport={"width": 900, "height": 560})
+    def open_(url: str, name: str | None = None, room: str | None = None, viewport: dict | None = None) -> Any:
+        context = browser.new_context(viewport=viewport or {"width": 900, "height": 560})
         context.set_default_timeout(WAIT * 1000)
         contexts.append(context)
         page = context.new_page()

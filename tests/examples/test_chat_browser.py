@@ -154,6 +154,33 @@ def test_the_connection_state_shows_when_the_node_goes_away(start_chat, open_pag
     chat = start_chat()
     page = open_page(chat.url, "Ann", room="t10")
     expect(page.locator("#state")).to_have_text("connected")
+    expect(page.locator("#notice")).to_be_hidden()
     chat.stop()  # the node says 4200 (reconnect) to every client, then is gone
     expect(page.locator("#state")).to_have_attribute("data-state", re.compile("reconnecting|offline"))
+    expect(page.locator("#notice")).to_have_text("the node said: Server is shutting down (4200)")
+    send(page, "anyone there?")  # the web app is gone too: the reason, not the browser's "Failed to fetch"
+    expect(page.locator("#send-error")).to_have_text(re.compile("^the chat server cannot be reached"))
+    expect(page.locator("#text")).to_have_value("anyone there?")  # given back, to send again later
     screenshot(page, "node-gone")
+
+
+def test_a_node_that_refuses_the_page_shows_its_reason(start_node, start_chat, open_page, screenshot):
+    node = start_node(key="other-key")  # pages sent to a node that serves another app (a wrong --ws-port)
+    chat = start_chat("--ws-port", str(node.port))
+    page = open_page(chat.url, room="t11")
+    page.fill("#name", "Ann")
+    page.press("#name", "Enter")
+    expect(page.locator("#state")).to_have_text("offline")
+    expect(page.locator("#notice")).to_have_text("the node said: App key app-key does not exist (4001)")
+    screenshot(page, "refused-by-node")
+
+
+def test_on_a_phone_the_rooms_and_who_is_online_sit_above_the_messages(chat_server, open_page, screenshot):
+    ann = open_page(chat_server.url, "Ann", room="t12", viewport={"width": 390, "height": 700})
+    send(ann, "a message long enough to wrap on a narrow screen, as messages on phones do")
+    expect(ann.locator("#messages .text")).to_have_count(1)
+    assert ann.evaluate("document.documentElement.scrollWidth <= innerWidth")  # nothing sticks out sideways
+    nav, members, messages = (ann.locator(where).bounding_box() for where in ("nav", "#members li", "#messages"))
+    assert nav["y"] + nav["height"] <= messages["y"] and messages["width"] > 300
+    assert nav["y"] <= members["y"] <= nav["y"] + nav["height"] - members["height"]  # online, in sight without scrolling
+    screenshot(ann, "phone")
