@@ -68,6 +68,21 @@ def test_the_terminal_chat_says_why_it_cannot_join(chat_server):
     no_room.stop()
 
 
+def test_the_terminal_chat_says_when_the_node_goes_away(start_chat):
+    chat = start_chat()
+    term = terminal(chat.url, "Term", "t3")
+    try:
+        term.expect(r"^\* you are in #t3 with Term$")
+        chat.stop()  # the node says 4200 to every client, then closes
+        term.expect(r"^! the node says: Server is shutting down \(4200\)$")
+        term.expect(r"^! disconnected from the node \(the node closed the connection\); press Enter to leave$")
+        term.write("")
+        assert term.proc.wait(timeout=5) == 1
+    finally:
+        term.stop()
+    assert not any("Traceback" in line for line in term.output), term.output
+
+
 def test_what_others_wrote_cannot_steer_the_terminal(capsys):
     show("Ann: \x1b[2J\x1b]0;pwned\x07 hi")
     assert capsys.readouterr().out == "Ann: \ufffd[2J\ufffd]0;pwned\ufffd hi\n"
