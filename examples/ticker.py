@@ -50,7 +50,7 @@ class Feed:
 
 
 _PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>actorcast ticker</title>
+<html lang="en"><head><meta charset="utf-8"><title>actorcast ticker</title><link rel="icon" href="data:,">
 <style>
  body { font: 16px system-ui, sans-serif; margin: 2em; }
  table { border-collapse: collapse; min-width: 20em; }
@@ -71,7 +71,7 @@ if (typeof Pusher === 'undefined') {
 } else {
   const pusher = new Pusher(TICKER.key, {
     cluster: 'mt1', wsHost: location.hostname, wsPort: TICKER.port, wssPort: TICKER.port,
-    forceTLS: false, enabledTransports: ['ws', 'wss'],
+    forceTLS: false, enabledTransports: ['ws'],  // the node speaks plain ws here: no wss fallback to try
   });
   pusher.connection.bind('state_change', (s) => { state.textContent = s.current; });
   pusher.subscribe(TICKER.channel).bind(TICKER.event, (data) => {
