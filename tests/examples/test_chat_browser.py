@@ -9,11 +9,7 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
-
-from tests.examples.conftest import WAIT, join
-
-expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install '.[test]'").expect
+from tests.examples.conftest import WAIT, expect, join
 
 
 def send(page, text: str) -> None:

@@ -13,14 +13,14 @@ import sys
 import pytest
 
 from tests.cluster.redis_server import RedisServer, free_port, missing_reason
-from tests.examples.conftest import START_TIMEOUT, Process
+from tests.examples.conftest import START_TIMEOUT, Process, missing
 
 
 @pytest.fixture(scope="module")
 def redis_url():  # module scope: set up before the module's chats, so it stops after them
     reason = missing_reason()
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     server = RedisServer().start()
     yield server.url()
     server.close()

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import sys
 
-import pytest
-
 from examples.terminal_chat import show
-from tests.examples.conftest import Process, join
-
-expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install '.[test]'").expect
+from tests.examples.conftest import Process, expect, join
 
 
 def terminal(url: str, name: str, room: str) -> Process:

@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from examples.ticker import PUSHER_JS
-from tests.examples.conftest import WAIT
+from tests.examples.conftest import WAIT, expect, missing
 from tests.pyproc import PythonProcess
 from tests.wsclient import PusherClient
 
@@ -89,10 +89,9 @@ def test_watch_prints_the_feed_of_a_running_ticker():
         assert proc.stop() == 0
 
 
-@pytest.mark.skipif(not PUSHER_JS.is_file(), reason="pusher-js for the page: run npm ci --prefix examples/chat")
 def test_the_page_shows_the_prices_in_a_browser(browser, screenshot):
-    from playwright.sync_api import expect
-
+    if not PUSHER_JS.is_file():
+        missing("pusher-js for the page: run npm ci --prefix examples/chat (the README's test command does it)")
     with ticker("--interval-ms", "100", "--symbols", "ACME,GLOBEX") as proc:
         page_url = proc.wait_for(PAGE_URL, STARTUP).group(1)
         context = browser.new_context(viewport={"width": 600, "height": 360})
