@@ -131,8 +131,9 @@ def serve(args: argparse.Namespace) -> None:
     try:
         node = Node(apps=[app], host=args.host, port=args.port, metrics_port=None).start()
     except OSError as exc:
-        raise SystemExit(f"ticker: cannot serve the node on {args.host}:{args.port}: {exc.strerror} "
-                         "(is another node running? try --port 0)") from None
+        # The node's error names the address already ("cannot listen on HOST:PORT (the main port): ...").
+        raise SystemExit(f"ticker: {exc.strerror} (is another node running, the chat's say? "
+                         "try --port 6002, or 0 for any free port)") from None
     server = WSGIServer((args.host, args.page_port), page_app(app.key, node.port, args.channel), log=None)
     try:
         server.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import urllib.error
 import urllib.request
 
@@ -78,6 +79,17 @@ def test_the_page_uses_pusher_js_and_names_the_node_port():
             assert info.value.code == 404 and b"npm ci --prefix examples/chat" in info.value.read()
             assert "npm ci --prefix examples/chat" in proc.text()
         assert proc.stop() == 0
+
+
+def test_a_port_in_use_is_one_line_that_says_which_and_what_to_do():
+    with socket.socket() as taken:  # as when the chat's node already holds 6001
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with PythonProcess("examples.ticker", "--port", str(port), "--page-port", "0") as proc:
+            assert proc.proc.wait(timeout=STARTUP) == 1
+    assert proc.text().strip() == (f"ticker: cannot listen on 127.0.0.1:{port} (the main port): address already in use "
+                                   "(is another node running, the chat's say? try --port 6002, or 0 for any free port)")
 
 
 def test_watch_prints_the_feed_of_a_running_ticker():
