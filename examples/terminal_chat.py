@@ -148,7 +148,12 @@ class Chat:
             hash_ = data["presence"]["hash"]
             self.members = {user_id: (info or {}).get("name", user_id) for user_id, info in hash_.items()}
             show(f"* you are in #{self.room} with {', '.join(sorted(self.members.values()))}")
-            for old in self.request("GET", f"/messages?room={self.room}")["messages"]:
+            try:
+                recent = self.request("GET", f"/messages?room={self.room}")["messages"]
+            except (RuntimeError, OSError) as exc:  # the web app, not the node: the socket is fine
+                show(f"! could not load the recent messages ({exc})")
+                recent = []
+            for old in recent:
                 self.print_message(old)
         elif event == "pusher_internal:member_added":
             name = self.members[data["user_id"]] = (data.get("user_info") or {}).get("name", data["user_id"])

@@ -6,9 +6,11 @@ stdout lines it reads with a deadline each (tests/examples/conftest.Process).
 
 from __future__ import annotations
 
+import json
+import socket
 import sys
 
-from examples.terminal_chat import show
+from examples.terminal_chat import Chat, show
 from tests.examples.conftest import Process, expect, join
 
 
@@ -77,6 +79,19 @@ def test_the_terminal_chat_says_when_the_node_goes_away(start_chat):
     finally:
         term.stop()
     assert not any("Traceback" in line for line in term.output), term.output
+
+
+def test_a_web_app_gone_while_joining_is_said_and_the_socket_kept(capsys):
+    with socket.socket() as closed:  # a port nothing listens on: the web app just stopped
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    chat = Chat(url, "t1")
+    joined = {"presence": {"ids": ["u-1"], "hash": {"u-1": {"name": "Term"}}, "count": 1}}
+    chat.on_event({"event": "pusher_internal:subscription_succeeded", "channel": "presence-room-t1",
+                   "data": json.dumps(joined)})  # raises nothing: the reader thread goes on
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "* you are in #t1 with Term"
+    assert lines[1].startswith("! could not load the recent messages (") and len(lines) == 2
 
 
 def test_what_others_wrote_cannot_steer_the_terminal(capsys):
