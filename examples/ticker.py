@@ -196,11 +196,14 @@ def watch(args: argparse.Namespace) -> None:
                 print("  ".join(f"{q['symbol']} {q['price']:.2f} ({q['change']:+.2f})" for q in data["prices"]),
                       flush=True)
     except KeyboardInterrupt:
-        pass
+        # Ctrl-C can land inside websocket-client's frame reading, with its
+        # reader lock held: a close handshake would then wait on that lock for
+        # ever. Close the socket instead; the node sees the watcher go.
+        ws.shutdown()
     except websocket.WebSocketConnectionClosedException:
         print("the ticker closed the connection")
     finally:
-        ws.close()
+        ws.close()  # a no-op after shutdown()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
