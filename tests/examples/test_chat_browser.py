@@ -68,13 +68,30 @@ def test_a_message_reaches_the_other_page_with_author_and_time(chat_server, open
     screenshot(ann, "messages")
 
 
+def test_a_burst_of_messages_keeps_the_order_it_was_sent_in(chat_server, open_page, screenshot):
+    ann = open_page(chat_server.url, "Ann", room="t10")  # t10 and t11 are free here: their tests start a chat
+    bob = open_page(chat_server.url, "Bob", room="t10")
+    expect(bob.locator("#members li")).to_have_count(2)
+    texts = [f"burst {n}" for n in range(8)]
+    # Faster than anyone types: eight sends in one go, before the first is answered.
+    ann.evaluate("""texts => {
+        for (const text of texts) {
+            document.getElementById("text").value = text;
+            document.getElementById("send-form").requestSubmit();
+        }
+    }""", texts)
+    for page in (ann, bob):
+        expect(page.locator("#messages .text")).to_have_text(texts)
+    screenshot(bob, "burst")
+
+
 def test_html_in_names_and_messages_is_shown_as_text(chat_server, open_page, screenshot):
     name = "<img src=x onerror=alert(1)>"
     attacks = ['<img src=x onerror="window.pwned=1">', "<script>window.pwned=2</script>", "<b>bold</b> &amp;"]
     mallory = open_page(chat_server.url, name, room="t4")
     ann = open_page(chat_server.url, "Ann", room="t4")
     expect(ann.locator("#members li")).to_have_text(sorted(["Ann", name]))
-    for attack in attacks:
+    for attack in attacks:  # sent as fast as Playwright types: they still arrive in this order
         send(mallory, attack)
     expect(ann.locator("#messages .text")).to_have_text(attacks)
     expect(ann.locator("#messages .author").first).to_have_text(name)

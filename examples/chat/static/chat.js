@@ -17,6 +17,7 @@
   let connectionState = "initialized";
   let reason = ""; // why the node refused or closed the connection, until the next connect
   let lastTypingSent = 0;
+  let sending = Promise.resolve(); // the last POST /messages: the next waits for it
   const typing = new Map(); // user id -> timer that clears the indicator
   let seen = new Set(); // message ids shown in this room (history and live events overlap)
 
@@ -261,8 +262,13 @@
     // Cleared now, not when the answer comes: by then the next message may be half typed.
     $("text").value = "";
     lastTypingSent = 0; // the others just stopped showing us as typing: say so again at the next key
+    // One POST at a time: two in flight can reach the server in either order, and the
+    // server's clock orders messages. Each goes to the room it was written in.
+    const to = room;
+    const sent = sending.then(() => api("POST", "/messages", { room: to, text }));
+    sending = sent.catch(() => {});
     try {
-      const answer = await api("POST", "/messages", { room, text });
+      const answer = await sent;
       $("send-error").textContent = "";
       showMessage(answer.message); // at once; the broadcast copy is then skipped
     } catch (error) {
