@@ -10,7 +10,8 @@ app answers with its signed name cookie), connects to the node the web app
 names, asks the web app to sign its presence subscription (``/pusher/auth``,
 with that cookie), then prints the room's recent messages, every new message
 and who joins and leaves; each line you type is sent with ``POST /messages``.
-``/quit`` or end of input (Ctrl-D) leaves.
+``/quit`` or end of input (Ctrl-D) leaves. When the node goes away it says
+so and why; it does not reconnect (start it again).
 
 Only the standard library and websocket-client (``pip install websocket-client``);
 copy it anywhere.
@@ -49,6 +50,7 @@ class Chat:
         self.members: dict[str, str] = {}  # user id -> name
         self.seen: set[str] = set()  # message ids printed (history and live events overlap)
         self.closed = threading.Event()
+        self.lost = False  # the node went away (not /quit)
 
     # --- the web app -------------------------------------------------------------
 
@@ -105,7 +107,10 @@ class Chat:
 
     def receive(self) -> dict[str, Any]:
         assert self.ws is not None
-        message = json.loads(self.ws.recv())
+        text = self.ws.recv()
+        if not text:  # websocket-client's answer to a close frame
+            raise websocket.WebSocketConnectionClosedException("the node closed the connection")
+        message = json.loads(text)
         return message if isinstance(message, dict) else {}
 
     def listen(self) -> None:
@@ -120,7 +125,8 @@ class Chat:
                     show(f"! could not handle a message from the node ({exc!r})")
         except (websocket.WebSocketException, OSError, ValueError) as exc:
             if not self.closed.is_set():
-                show(f"! disconnected from the node ({exc or 'closed'})")
+                self.lost = True
+                show(f"! disconnected from the node ({exc or 'closed'}); press Enter to leave")
         finally:
             self.closed.set()
 
@@ -134,15 +140,20 @@ class Chat:
                 pass
         if event == "pusher:ping":
             self.send("pusher:pong", {})
-        elif event == "pusher:error":
-            show(f"! the node says: {data}")
+        elif event == "pusher:error" and isinstance(data, dict):
+            show(f"! the node says: {data.get('message')} ({data.get('code')})")
         elif event == "pusher:subscription_error":
             show(f"! could not join #{self.room}: {data}")
         elif event == "pusher_internal:subscription_succeeded":
             hash_ = data["presence"]["hash"]
             self.members = {user_id: (info or {}).get("name", user_id) for user_id, info in hash_.items()}
             show(f"* you are in #{self.room} with {', '.join(sorted(self.members.values()))}")
-            for old in self.request("GET", f"/messages?room={self.room}")["messages"]:
+            try:
+                recent = self.request("GET", f"/messages?room={self.room}")["messages"]
+            except (RuntimeError, OSError) as exc:  # the web app, not the node: the socket is fine
+                show(f"! could not load the recent messages ({exc})")
+                recent = []
+            for old in recent:
                 self.print_message(old)
         elif event == "pusher_internal:member_added":
             name = self.members[data["user_id"]] = (data.get("user_info") or {}).get("name", data["user_id"])
@@ -196,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         chat.close()
-    return 0
+    return 1 if chat.lost else 0
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ class Feed:
 
 
 _PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>actorcast ticker</title>
+<html lang="en"><head><meta charset="utf-8"><title>actorcast ticker</title><link rel="icon" href="data:,">
 <style>
  body { font: 16px system-ui, sans-serif; margin: 2em; }
  table { border-collapse: collapse; min-width: 20em; }
@@ -71,7 +71,7 @@ if (typeof Pusher === 'undefined') {
 } else {
   const pusher = new Pusher(TICKER.key, {
     cluster: 'mt1', wsHost: location.hostname, wsPort: TICKER.port, wssPort: TICKER.port,
-    forceTLS: false, enabledTransports: ['ws', 'wss'],
+    forceTLS: false, enabledTransports: ['ws'],  // the node speaks plain ws here: no wss fallback to try
   });
   pusher.connection.bind('state_change', (s) => { state.textContent = s.current; });
   pusher.subscribe(TICKER.channel).bind(TICKER.event, (data) => {
@@ -131,8 +131,9 @@ def serve(args: argparse.Namespace) -> None:
     try:
         node = Node(apps=[app], host=args.host, port=args.port, metrics_port=None).start()
     except OSError as exc:
-        raise SystemExit(f"ticker: cannot serve the node on {args.host}:{args.port}: {exc.strerror} "
-                         "(is another node running? try --port 0)") from None
+        # The node's error names the address already ("cannot listen on HOST:PORT (the main port): ...").
+        raise SystemExit(f"ticker: {exc.strerror} (is another node running, the chat's say? "
+                         "try --port 6002, or 0 for any free port)") from None
     server = WSGIServer((args.host, args.page_port), page_app(app.key, node.port, args.channel), log=None)
     try:
         server.start()
@@ -195,11 +196,14 @@ def watch(args: argparse.Namespace) -> None:
                 print("  ".join(f"{q['symbol']} {q['price']:.2f} ({q['change']:+.2f})" for q in data["prices"]),
                       flush=True)
     except KeyboardInterrupt:
-        pass
+        # Ctrl-C can land inside websocket-client's frame reading, with its
+        # reader lock held: a close handshake would then wait on that lock for
+        # ever. Close the socket instead; the node sees the watcher go.
+        ws.shutdown()
     except websocket.WebSocketConnectionClosedException:
         print("the ticker closed the connection")
     finally:
-        ws.close()
+        ws.close()  # a no-op after shutdown()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

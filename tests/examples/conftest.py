@@ -4,9 +4,10 @@
   with one room per test (``--rooms``), exactly as people start it; its URL
   is read from the line it prints. ``start_chat(*args)`` starts more.
 * ``browser`` (session): Debian's chromium (/usr/bin/chromium) driven by
-  Playwright. The test is skipped, saying why, only when playwright or
-  chromium is not installed (the README's test command installs both).
-* ``open_page(url, name=None, room=None)``: a page in a browser context of
+  Playwright. The test is skipped, saying why (``missing``), only when playwright or
+  chromium is not installed (the README's test command installs both); on
+  CI (``CI`` set) it fails instead, since CI must install them.
+* ``open_page(url, name=None, room=None, viewport=None)``: a page in a browser context of
   its own (its own cookies: another person), joined when ``name`` is given;
   a JavaScript error on any page fails the test.
 * ``screenshot(page, label)``: a PNG in the test's tmp dir (every browser test takes one).
@@ -28,6 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the tests that use it need ``browser``, which skips (or fails on CI) saying why
+    expect = None
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -137,14 +143,21 @@ def chat_server(start_chat: Any) -> Process:
     return start_chat()
 
 
+def missing(reason: str) -> None:
+    """Skip, saying why; on CI (``CI`` set, as .ci/run runs) fail instead: CI installs everything."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must install it", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("playwright is not installed: pip install '.[test]' (the README's test command does it)")
+        missing("playwright is not installed: pip install '.[test]' (the README's test command does it)")
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium (the README's test command does it)")
+        missing(f"{CHROMIUM} not found: apt-get install -y chromium (the README's test command does it)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000)
         yield browser
@@ -156,8 +169,8 @@ def open_page(browser: Any) -> Iterator[Any]:
     contexts: list[Any] = []
     errors: list[str] = []
 
-    def open_(url: str, name: str | None = None, room: str | None = None) -> Any:
-        context = browser.new_context(viewport={"width": 900, "height": 560})
+    def open_(url: str, name: str | None = None, room: str | None = None, viewport: dict | None = None) -> Any:
+        context = browser.new_context(viewport=viewport or {"width": 900, "height": 560})
         context.set_default_timeout(WAIT * 1000)
         contexts.append(context)
         page = context.new_page()
@@ -175,8 +188,6 @@ def open_page(browser: Any) -> Iterator[Any]:
 
 def join(page: Any, name: str) -> None:
     """Type a name, press Enter, wait until the page is connected and lists us online."""
-    from playwright.sync_api import expect
-
     page.fill("#name", name)
     page.press("#name", "Enter")
     expect(page.locator("#state")).to_have_attribute("data-state", "connected")

@@ -9,11 +9,7 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
-
-from tests.examples.conftest import WAIT, join
-
-expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install '.[test]'").expect
+from tests.examples.conftest import WAIT, expect, join
 
 
 def send(page, text: str) -> None:
@@ -72,13 +68,30 @@ def test_a_message_reaches_the_other_page_with_author_and_time(chat_server, open
     screenshot(ann, "messages")
 
 
+def test_a_burst_of_messages_keeps_the_order_it_was_sent_in(chat_server, open_page, screenshot):
+    ann = open_page(chat_server.url, "Ann", room="t10")  # t10 and t11 are free here: their tests start a chat
+    bob = open_page(chat_server.url, "Bob", room="t10")
+    expect(bob.locator("#members li")).to_have_count(2)
+    texts = [f"burst {n}" for n in range(8)]
+    # Faster than anyone types: eight sends in one go, before the first is answered.
+    ann.evaluate("""texts => {
+        for (const text of texts) {
+            document.getElementById("text").value = text;
+            document.getElementById("send-form").requestSubmit();
+        }
+    }""", texts)
+    for page in (ann, bob):
+        expect(page.locator("#messages .text")).to_have_text(texts)
+    screenshot(bob, "burst")
+
+
 def test_html_in_names_and_messages_is_shown_as_text(chat_server, open_page, screenshot):
     name = "<img src=x onerror=alert(1)>"
     attacks = ['<img src=x onerror="window.pwned=1">', "<script>window.pwned=2</script>", "<b>bold</b> &amp;"]
     mallory = open_page(chat_server.url, name, room="t4")
     ann = open_page(chat_server.url, "Ann", room="t4")
     expect(ann.locator("#members li")).to_have_text(sorted(["Ann", name]))
-    for attack in attacks:
+    for attack in attacks:  # sent as fast as Playwright types: they still arrive in this order
         send(mallory, attack)
     expect(ann.locator("#messages .text")).to_have_text(attacks)
     expect(ann.locator("#messages .author").first).to_have_text(name)
@@ -154,6 +167,33 @@ def test_the_connection_state_shows_when_the_node_goes_away(start_chat, open_pag
     chat = start_chat()
     page = open_page(chat.url, "Ann", room="t10")
     expect(page.locator("#state")).to_have_text("connected")
+    expect(page.locator("#notice")).to_be_hidden()
     chat.stop()  # the node says 4200 (reconnect) to every client, then is gone
     expect(page.locator("#state")).to_have_attribute("data-state", re.compile("reconnecting|offline"))
+    expect(page.locator("#notice")).to_have_text("the node said: Server is shutting down (4200)")
+    send(page, "anyone there?")  # the web app is gone too: the reason, not the browser's "Failed to fetch"
+    expect(page.locator("#send-error")).to_have_text(re.compile("^the chat server cannot be reached"))
+    expect(page.locator("#text")).to_have_value("anyone there?")  # given back, to send again later
     screenshot(page, "node-gone")
+
+
+def test_a_node_that_refuses_the_page_shows_its_reason(start_node, start_chat, open_page, screenshot):
+    node = start_node(key="other-key")  # pages sent to a node that serves another app (a wrong --ws-port)
+    chat = start_chat("--ws-port", str(node.port))
+    page = open_page(chat.url, room="t11")
+    page.fill("#name", "Ann")
+    page.press("#name", "Enter")
+    expect(page.locator("#state")).to_have_text("offline")
+    expect(page.locator("#notice")).to_have_text("the node said: App key app-key does not exist (4001)")
+    screenshot(page, "refused-by-node")
+
+
+def test_on_a_phone_the_rooms_and_who_is_online_sit_above_the_messages(chat_server, open_page, screenshot):
+    ann = open_page(chat_server.url, "Ann", room="t12", viewport={"width": 390, "height": 700})
+    send(ann, "a message long enough to wrap on a narrow screen, as messages on phones do")
+    expect(ann.locator("#messages .text")).to_have_count(1)
+    assert ann.evaluate("document.documentElement.scrollWidth <= innerWidth")  # nothing sticks out sideways
+    nav, members, messages = (ann.locator(where).bounding_box() for where in ("nav", "#members li", "#messages"))
+    assert nav["y"] + nav["height"] <= messages["y"] and messages["width"] > 300
+    assert nav["y"] <= members["y"] <= nav["y"] + nav["height"] - members["height"]  # online, in sight without scrolling
+    screenshot(ann, "phone")

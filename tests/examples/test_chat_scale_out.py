@@ -3,7 +3,8 @@
 Chat A serves its pages' sockets on its own in-process node; chat B's pages
 connect to ``actorcast serve --workers 2`` (``--ws-port``), and B's node only
 broadcasts. Every node is joined to the others through one real redis-server.
-A terminal chat on A and one on B see each other join and read each other's messages.
+A page on A and a page on B see each other online, typing and writing; a
+terminal chat on A joins them, and sees B's page leave.
 """
 
 from __future__ import annotations
@@ -13,20 +14,20 @@ import sys
 import pytest
 
 from tests.cluster.redis_server import RedisServer, free_port, missing_reason
-from tests.examples.conftest import START_TIMEOUT, Process
+from tests.examples.conftest import START_TIMEOUT, Process, expect, missing
 
 
 @pytest.fixture(scope="module")
 def redis_url():  # module scope: set up before the module's chats, so it stops after them
     reason = missing_reason()
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     server = RedisServer().start()
     yield server.url()
     server.close()
 
 
-def test_two_chats_and_a_worker_node_over_redis_are_one_chat(redis_url, start_chat):
+def test_two_chats_and_a_worker_node_over_redis_are_one_chat(redis_url, start_chat, open_page, screenshot):
     env = {"CHAT_COOKIE_SECRET": "one secret for every web process"}
     workers_port = free_port()
     workers = Process([sys.executable, "-m", "actors", "serve", "--host", "127.0.0.1", "--port", str(workers_port),
@@ -42,18 +43,30 @@ def test_two_chats_and_a_worker_node_over_redis_are_one_chat(redis_url, start_ch
             terminals.append(Process(args, stdin=True))
             return terminals[-1]
 
-        ann = terminal(chat_a, "Ann")
-        ann.expect(r"^\* you are in #t3 with Ann$")
-        bob = terminal(chat_b, "Bob")
-        bob.expect(r"^\* you are in #t3 with Ann, Bob$")  # presence is replicated across nodes
-        ann.expect(r"^\* Bob joined$")
-        bob.write("hello from B")  # chat B's node.broadcast -> Redis -> the workers and chat A's node
-        ann.expect(r"^\[\d\d:\d\d\] Bob: hello from B$")
-        bob.expect(r"^\[\d\d:\d\d\] Bob: hello from B$")
-        ann.write("hello from A")
-        bob.expect(r"^\[\d\d:\d\d\] Ann: hello from A$")
-        ann.write("/quit")
-        bob.expect(r"^\* Ann left$")
+        ann = open_page(chat_a.url, "Ann", room="t3")  # her socket: chat A's in-process node
+        bob = open_page(chat_b.url, "Bob", room="t3")  # his: one of the workers
+        assert bob.evaluate("Pusher.instances[0].config.wsPort") == workers_port
+        for page in (ann, bob):  # presence is replicated across nodes
+            expect(page.locator("#members li")).to_have_text(["Ann", "Bob"])
+        bob.locator("#text").press_sequentially("hi")  # a client event: worker -> Redis -> chat A's node
+        expect(ann.locator("#typing")).to_have_text("Bob is typing...")
+        bob.press("#text", "Enter")  # chat B's node.broadcast -> Redis -> the workers and chat A's node
+        expect(ann.locator("#messages .text")).to_have_text(["hi"])
+
+        chen = terminal(chat_a, "Chen")
+        chen.expect(r"^\* you are in #t3 with Ann, Bob, Chen$")
+        expect(bob.locator("#members li")).to_have_text(["Ann", "Bob", "Chen"])
+        chen.write("hello from A")
+        expect(bob.locator("#messages .text")).to_have_text(["hi", "hello from A"])
+        send = ann.locator("#text")
+        send.fill("hello from the page on A")
+        send.press("Enter")
+        chen.expect(r"^\[\d\d:\d\d\] Ann: hello from the page on A$")
+        expect(bob.locator("#messages .author")).to_have_text(["Bob", "Chen", "Ann"])
+        screenshot(bob, "bob-on-a-worker")
+        bob.close()
+        chen.expect(r"^\* Bob left$")
+        expect(ann.locator("#members li")).to_have_text(["Ann", "Chen"])
     finally:
         for process in terminals:
             process.stop()

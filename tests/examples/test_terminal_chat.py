@@ -6,14 +6,12 @@ stdout lines it reads with a deadline each (tests/examples/conftest.Process).
 
 from __future__ import annotations
 
+import json
+import socket
 import sys
 
-import pytest
-
-from examples.terminal_chat import show
-from tests.examples.conftest import Process, join
-
-expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install '.[test]'").expect
+from examples.terminal_chat import Chat, show
+from tests.examples.conftest import Process, expect, join
 
 
 def terminal(url: str, name: str, room: str) -> Process:
@@ -66,6 +64,34 @@ def test_the_terminal_chat_says_why_it_cannot_join(chat_server):
     assert no_room.proc.wait(timeout=5) == 1
     refused.stop()
     no_room.stop()
+
+
+def test_the_terminal_chat_says_when_the_node_goes_away(start_chat):
+    chat = start_chat()
+    term = terminal(chat.url, "Term", "t3")
+    try:
+        term.expect(r"^\* you are in #t3 with Term$")
+        chat.stop()  # the node says 4200 to every client, then closes
+        term.expect(r"^! the node says: Server is shutting down \(4200\)$")
+        term.expect(r"^! disconnected from the node \(the node closed the connection\); press Enter to leave$")
+        term.write("")
+        assert term.proc.wait(timeout=5) == 1
+    finally:
+        term.stop()
+    assert not any("Traceback" in line for line in term.output), term.output
+
+
+def test_a_web_app_gone_while_joining_is_said_and_the_socket_kept(capsys):
+    with socket.socket() as closed:  # a port nothing listens on: the web app just stopped
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    chat = Chat(url, "t1")
+    joined = {"presence": {"ids": ["u-1"], "hash": {"u-1": {"name": "Term"}}, "count": 1}}
+    chat.on_event({"event": "pusher_internal:subscription_succeeded", "channel": "presence-room-t1",
+                   "data": json.dumps(joined)})  # raises nothing: the reader thread goes on
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "* you are in #t1 with Term"
+    assert lines[1].startswith("! could not load the recent messages (") and len(lines) == 2
 
 
 def test_what_others_wrote_cannot_steer_the_terminal(capsys):

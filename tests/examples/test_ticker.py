@@ -2,21 +2,21 @@
 
 The ticker runs as a subprocess on port 0 (it prints the ports it got); the
 subscribers are websocket-client connections (tests/wsclient.py), every read
-bounded, and headless Chromium loading the page.
+bounded, and headless Chromium (Playwright, tests/examples/conftest.py) loading the page.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
+import socket
 import urllib.error
 import urllib.request
 
 import pytest
 
 from examples.ticker import PUSHER_JS
+from tests.examples.conftest import WAIT, expect, missing
 from tests.pyproc import PythonProcess
 from tests.wsclient import PusherClient
 
@@ -81,6 +81,17 @@ def test_the_page_uses_pusher_js_and_names_the_node_port():
         assert proc.stop() == 0
 
 
+def test_a_port_in_use_is_one_line_that_says_which_and_what_to_do():
+    with socket.socket() as taken:  # as when the chat's node already holds 6001
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with PythonProcess("examples.ticker", "--port", str(port), "--page-port", "0") as proc:
+            assert proc.proc.wait(timeout=STARTUP) == 1
+    assert proc.text().strip() == (f"ticker: cannot listen on 127.0.0.1:{port} (the main port): address already in use "
+                                   "(is another node running, the chat's say? try --port 6002, or 0 for any free port)")
+
+
 def test_watch_prints_the_feed_of_a_running_ticker():
     with ticker("--interval-ms", "50", "--symbols", "ACME") as proc:
         port = proc.wait_for(WS_PORT, STARTUP).group(1)
@@ -90,17 +101,26 @@ def test_watch_prints_the_feed_of_a_running_ticker():
         assert proc.stop() == 0
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (the README's test command installs it)")
-@pytest.mark.skipif(not PUSHER_JS.is_file(), reason="pusher-js for the page: run npm ci --prefix examples/chat")
-def test_the_page_shows_the_prices_in_a_browser(tmp_path):
+def test_the_page_shows_the_prices_in_a_browser(browser, screenshot):
+    if not PUSHER_JS.is_file():
+        missing("pusher-js for the page: run npm ci --prefix examples/chat (the README's test command does it)")
     with ticker("--interval-ms", "100", "--symbols", "ACME,GLOBEX") as proc:
         page_url = proc.wait_for(PAGE_URL, STARTUP).group(1)
-        done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}",
-                               "--virtual-time-budget=5000", "--dump-dom", page_url],
-                              capture_output=True, text=True, timeout=60)
-        assert proc.stop() == 0
-    assert '<small id="state">connected</small>' in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
-    assert re.search(r"<tr><td>ACME</td><td>\d+\.\d\d</td>", done.stdout), done.stdout[-2000:]
+        context = browser.new_context(viewport={"width": 600, "height": 360})
+        context.set_default_timeout(WAIT * 1000)
+        try:
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(page_url)
+            expect(page.locator("#state")).to_have_text("connected")
+            expect(page.locator("#rows tr td:first-child")).to_have_text(["ACME", "GLOBEX"])
+            expect(page.locator("#rows tr").first.locator("td").nth(1)).to_have_text(re.compile(r"^\d+\.\d\d$"))
+            first = page.locator("#time").text_content()
+            expect(page.locator("#time")).not_to_have_text(first or "")  # it ticks
+            screenshot(page, "ticker")
+            assert proc.stop() == 0
+            expect(page.locator("#state")).not_to_have_text("connected")  # the page shows the node is gone
+            assert not errors, errors
+        finally:
+            context.close()

@@ -14,7 +14,10 @@
   let channel = null;
   let room = null;
   let everConnected = false;
+  let connectionState = "initialized";
+  let reason = ""; // why the node refused or closed the connection, until the next connect
   let lastTypingSent = 0;
+  let sending = Promise.resolve(); // the last POST /messages: the next waits for it
   const typing = new Map(); // user id -> timer that clears the indicator
   let seen = new Set(); // message ids shown in this room (history and live events overlap)
 
@@ -36,7 +39,13 @@
       options.headers["Content-Type"] = "application/json";
       options.body = JSON.stringify(body);
     }
-    const response = await fetch(path, options);
+    let response;
+    try {
+      response = await fetch(path, options);
+    } catch {
+      // fetch says only "Failed to fetch": say what it means here.
+      throw new Error("the chat server cannot be reached (is python -m examples.chat still running?)");
+    }
     const data = await response.json().catch(() => ({}));
     if (!response.ok) throw new Error(data.error || `${response.status} ${response.statusText}`);
     return data;
@@ -99,12 +108,20 @@
       wssPort: config.pusher.wsPort,
       forceTLS: secure,
       enabledTransports: secure ? ["wss"] : ["ws"],
-      disableStats: true,
       cluster: "local", // pusher-js insists on one; wsHost decides where it connects
       channelAuthorization: { endpoint: "/pusher/auth", transport: "ajax" },
       userAuthentication: { endpoint: "/pusher/user-auth", transport: "ajax" },
     });
     pusher.connection.bind("state_change", ({ current }) => showState(current));
+    // Why the node refused or dropped us (pusher:error, or the close code's reason): shown until we connect.
+    pusher.connection.bind("error", (error) => {
+      // While connecting, pusher-js wraps the node's error: {type: "WebSocketError", error: {type: "PusherError", ...}}.
+      const pusherError = error && error.type === "WebSocketError" ? error.error : error;
+      const data = (pusherError && pusherError.type === "PusherError" && pusherError.data) || {};
+      if (data.message) reason = `the node said: ${data.message} (${data.code})`;
+      else if (data.code && !reason) reason = `the node closed the connection (code ${data.code})`;
+      showNotice();
+    });
     showState(pusher.connection.state);
     // Signed in, this browser can be reached as a user: node.broadcast(app_id, "#server-to-user-<id>", ...).
     pusher.signin();
@@ -121,6 +138,20 @@
     $("state").textContent = state === "unavailable" ? "offline, retrying" : label;
     $("state").dataset.state = label;
     document.body.dataset.connection = label; // the online list is greyed out while we cannot see it change
+    if (state === "connected") reason = "";
+    connectionState = state;
+    showNotice();
+  }
+
+  function showNotice() {
+    const parts = reason ? [reason] : [];
+    if (connectionState === "unavailable") {
+      const { wsHost, wsPort } = config.pusher;
+      parts.push(`cannot reach the node at ${wsHost || location.hostname}:${wsPort}, retrying`);
+    }
+    const text = parts.join("; ");
+    $("notice").textContent = text;
+    $("notice").hidden = !text || connectionState === "connected";
   }
 
   // --- rooms ---
@@ -231,8 +262,13 @@
     // Cleared now, not when the answer comes: by then the next message may be half typed.
     $("text").value = "";
     lastTypingSent = 0; // the others just stopped showing us as typing: say so again at the next key
+    // One POST at a time: two in flight can reach the server in either order, and the
+    // server's clock orders messages. Each goes to the room it was written in.
+    const to = room;
+    const sent = sending.then(() => api("POST", "/messages", { room: to, text }));
+    sending = sent.catch(() => {});
     try {
-      const answer = await api("POST", "/messages", { room, text });
+      const answer = await sent;
       $("send-error").textContent = "";
       showMessage(answer.message); // at once; the broadcast copy is then skipped
     } catch (error) {
