@@ -57,7 +57,8 @@ class WebhookShare:
     remote_occupied: dict[str, set[str]]
 
     def _tell_hook(self, event: dict[str, Any]) -> None:
-        tell_if_alive(self.webhooks, Hook(event))
+        if self.webhooks is not None:
+            tell_if_alive(self.webhooks, Hook(event))
 
     # --- occupancy -------------------------------------------------------------
 
@@ -82,6 +83,8 @@ class WebhookShare:
         return entry is not None and entry.subscriptions > 0
 
     def _remote_occupancy(self, message: RemoteOccupancy) -> None:
+        if self.webhooks is None:
+            return  # another node's copy of the app has webhooks, ours not (yet): a config being rolled out
         if not message.channel:  # that node's app actor restarted: it holds none of them any more
             self._occupancy_node_gone(message.node, gone=False)
             return

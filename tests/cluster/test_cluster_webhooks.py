@@ -275,3 +275,21 @@ def test_an_app_actor_restart_on_one_node_sends_nothing_when_its_clients_come_ba
     wait_until(lambda: len(r.events()) >= 8, timeout=5, message="vacated and removed")
     time.sleep(2 * HEARTBEAT)  # asserting silence (bounded): all eight came after the delay
     assert sorted(r.names()) == sorted(before | after)
+
+
+def test_a_node_whose_app_has_no_webhooks_yet_outlives_a_peer_announcing_occupancy(
+    cluster, make_node, receiver, open_client  # noqa: F811 - the imported fixture
+):
+    # A config being rolled out: one node's copy of the app posts webhooks, the other's does not yet.
+    r = receiver()
+    hooked = make_node(App(webhooks=[{"url": r.url}]), adapter=cluster.new_bus(), heartbeat_interval=HEARTBEAT)
+    plain = make_node(App(), adapter=cluster.new_bus(), heartbeat_interval=HEARTBEAT)
+    wait_until(lambda: len(hooked.cluster.live_nodes()) == len(plain.cluster.live_nodes()) == 2, message="met")
+    app_actor = plain._app_actors["1"]
+    watcher = open_client(plain)
+    watcher.subscribe("other")
+    open_client(hooked).subscribe("news")  # hooked tells the cluster "news is occupied" ...
+    wait_until(lambda: hooked.subscription_count("1", "news") == 1)  # ... as its app actor takes this count
+    hooked.broadcast("1", "other", "after-the-occupancy", {})  # on the bus after it: handled after it
+    assert watcher.expect("after-the-occupancy", "other")  # not a 4200: the app actor lives on
+    assert plain._app_actors["1"] is app_actor and app_actor.is_alive()
