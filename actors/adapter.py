@@ -18,8 +18,6 @@ heartbeats, cluster-wide queries).
 
 from __future__ import annotations
 
-from typing import Any
-
 from transport.errors import ConfigError
 
 from .bus import Bus, MemoryBus, NoBus
@@ -33,7 +31,7 @@ Adapter = Bus
 LocalAdapter = NoBus
 
 
-def make_adapter(spec: Any) -> Bus:
+def make_adapter(spec: Bus | str | None) -> Bus:
     """A Bus for ``spec``: a Bus object (returned as is), a URL, or None (local)."""
     if spec is None or spec == "local":
         return NoBus()

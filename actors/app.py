@@ -20,17 +20,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from transport import cluster as wire
 from transport import names, protocol
+from transport.config import App
 from transport.frames import text_frame, text_of_frame
 from transport.presence import RemotePresence
 
 from .app_cluster import ClusterShare
 from .app_webhooks import RemoteOccupancy, WebhookShare
 from .channel import ChannelActor
+from .cluster import Cluster
 from .messages import (
     Broadcast,
     ChannelCounts,
@@ -55,6 +57,7 @@ from .messages import (
     Terminate,
     TerminateUser,
 )
+from .refs import ChannelRef, ConnectionRef, MetricsRef, WebhookRef
 from .runtime import GeventActor, PriorityInbox, tell_if_alive
 from .webhooks import ClientFrame
 
@@ -62,14 +65,13 @@ __all__ = ["AppActor"]
 
 log = logging.getLogger(__name__)
 
-
 LEAVE_BATCH = 512  # disconnects held before their leaves go out, when more keep coming
 
 
 class _Entry:
     __slots__ = ("joins", "leaving", "ref", "subscriptions", "users")
 
-    def __init__(self, ref: Any) -> None:
+    def __init__(self, ref: ChannelRef) -> None:
         self.ref = ref
         self.joins = 0
         self.subscriptions = 0  # as the channel last reported (ChannelCounts)
@@ -82,18 +84,18 @@ class AppActor(WebhookShare, ClusterShare, GeventActor):
 
     def __init__(
         self,
-        app: Any,
-        metrics: Any,
+        app: App,
+        metrics: MetricsRef,
         supervisor: Callable[[str, str], None] | None = None,
-        cluster: Any = None,
-        webhooks: Any = None,
+        cluster: Cluster | None = None,
+        webhooks: WebhookRef | None = None,
     ) -> None:
         super().__init__()
         self.app = app
         self.webhooks = webhooks  # the app's WebhookActor, or None: no webhooks, no cost
         self.remote_occupied: dict[str, set[str]] = {}  # channel -> other nodes occupying it (webhooks)
         self.metrics = metrics
-        self.cluster = cluster  # actors.cluster.Cluster, or None for a node alone
+        self.cluster = cluster  # None for a node alone
         self.origin = cluster.node_id if cluster is not None else ""
         # Presence across nodes: this node's members (what it announces) and
         # the replica of everybody else's (what it hears).
@@ -101,7 +103,7 @@ class AppActor(WebhookShare, ClusterShare, GeventActor):
         self.remote = RemotePresence()
         self.supervisor = supervisor  # supervisor(app_id, reason), called on the hub if this actor dies
         self.channels: dict[str, _Entry] = {}
-        self.connections: dict[str, Any] = {}  # socket_id -> ConnectionActor ref
+        self.connections: dict[str, ConnectionRef] = {}  # socket_id -> its ConnectionActor
         self.users: dict[str, set[str]] = {}  # signed-in user id -> socket ids
         self.socket_users: dict[str, str] = {}  # socket id -> signed-in user id
         self._next_broadcast = 0
@@ -210,7 +212,7 @@ class AppActor(WebhookShare, ClusterShare, GeventActor):
             frame = protocol.event_frame(name, message.event, message.data, message.user_id)
             self._forward(name, Broadcast(frame, message.except_socket_id, bid, message.started))
 
-    def publish_frames(self, frames: Any, except_socket_id: str | None, started: float) -> None:
+    def publish_frames(self, frames: Sequence[tuple[str, bytes]], except_socket_id: str | None, started: float) -> None:
         """Hand each channel its finished frame (encoded once, at the edge or by the origin node)."""
         for name, _ in frames:
             if name not in self.channels and names.is_cache_channel(name):
@@ -280,11 +282,11 @@ class AppActor(WebhookShare, ClusterShare, GeventActor):
             return None
         return entry.subscriptions, entry.users
 
-    def channel_refs(self) -> dict[str, Any]:
+    def channel_refs(self) -> dict[str, ChannelRef]:
         """Every live channel's actor ref, by name."""
         return {name: entry.ref for name, entry in self.channels.items()}
 
-    def channel_ref(self, name: str) -> Any:
+    def channel_ref(self, name: str) -> ChannelRef | None:
         """The channel's actor ref, or None when nobody is subscribed."""
         entry = self.channels.get(name)
         return entry.ref if entry is not None else None
@@ -297,7 +299,7 @@ class AppActor(WebhookShare, ClusterShare, GeventActor):
             entry = self.channels[name] = _Entry(ref)
         return entry
 
-    def _forward(self, name: str, message: Any, *, create: bool = False) -> None:
+    def _forward(self, name: str, message: object, *, create: bool = False) -> None:
         entry = self._channel(name, create=create)
         if entry is None:
             return

@@ -25,13 +25,21 @@ the others keep what they would send in its place):
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from transport import cluster as wire
 from transport import webhooks as wh
+from transport.config import App
+from transport.presence import Change, RemotePresence
 
+from .messages import LocalMember
+from .refs import WebhookRef
 from .runtime import tell_if_alive
 from .webhooks import Hook, PeerGone
+
+if TYPE_CHECKING:
+    from .app import _Entry
+    from .cluster import Cluster
 
 __all__ = ["RemoteOccupancy", "WebhookShare"]
 
@@ -47,13 +55,13 @@ class RemoteOccupancy(NamedTuple):
 class WebhookShare:
     """Occupancy and member webhooks with their cluster-wide meaning, for the app actor."""
 
-    app: Any
-    channels: dict[str, Any]
-    cluster: Any
-    local_members: dict[str, dict[str, Any]]
+    app: App
+    channels: dict[str, _Entry]
+    cluster: Cluster | None
+    local_members: dict[str, dict[str, Any]]  # channel -> user_id -> user_info (JSON)
     origin: str
-    remote: Any
-    webhooks: Any
+    remote: RemotePresence
+    webhooks: WebhookRef | None
     remote_occupied: dict[str, set[str]]
 
     def _tell_hook(self, event: dict[str, Any]) -> None:
@@ -107,13 +115,13 @@ class WebhookShare:
 
     # --- members ---------------------------------------------------------------
 
-    def _local_member(self, message: Any) -> None:
+    def _local_member(self, message: LocalMember) -> None:
         super()._local_member(message)  # type: ignore[misc]
         if self.webhooks is not None and not self.remote.has_user(message.channel, message.user_id):
             make = wh.member_added if message.joined else wh.member_removed
             self._tell_hook(make(message.channel, message.user_id))
 
-    def _remote_changes(self, changes: list[Any]) -> None:
+    def _remote_changes(self, changes: list[Change]) -> None:
         super()._remote_changes(changes)  # type: ignore[misc]
         if self.webhooks is None:
             return

@@ -54,8 +54,8 @@ __all__ = ["ENVIRON_KEY", "AuthEndpoint", "AuthenticateUser", "Authorize", "WSGI
 
 log = logging.getLogger(__name__)
 
-Environ = dict[str, Any]
-StartResponse = Callable[..., Any]
+Environ = dict[str, Any]  # PEP 3333: CGI strings and the wsgi.* objects
+StartResponse = Callable[[str, list[tuple[str, str]]], object]  # as called here (a server's also takes exc_info)
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 #: ``authorize(environ, socket_id, channel_name)``: None or False refuses (403);
 #: for a presence channel return the member ``{"user_id", "user_info"?}``;
@@ -141,7 +141,9 @@ class AuthEndpoint:
                 headers += cors.cors_headers(origin, self.allowed_origins)
         return _reply(start_response, status, body, headers)
 
-    def _answer(self, environ: Environ, path: str, origin: str | None) -> tuple[int, Any, list[tuple[str, str]]]:
+    def _answer(
+        self, environ: Environ, path: str, origin: str | None
+    ) -> tuple[int, dict[str, str] | None, list[tuple[str, str]]]:
         method = environ.get("REQUEST_METHOD")
         if method == "OPTIONS":
             if "HTTP_ACCESS_CONTROL_REQUEST_METHOD" not in environ:  # a plain OPTIONS, no preflight
@@ -204,7 +206,9 @@ class AuthEndpoint:
             raise HttpError(500, f"authenticate_user returned {user!r}: {exc}") from None
 
 
-def _reply(start_response: StartResponse, status: int, body: Any, headers: list[tuple[str, str]]) -> list[bytes]:
+def _reply(
+    start_response: StartResponse, status: int, body: dict[str, str] | None, headers: list[tuple[str, str]]
+) -> list[bytes]:
     data = b"" if body is None else json.dumps(body).encode("ascii")
     all_headers = [("Cache-Control", "no-store")]  # signatures are for this socket only
     if body is not None:

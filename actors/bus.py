@@ -44,7 +44,7 @@ as with Pusher itself.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import gevent.event
 
@@ -147,6 +147,6 @@ class _Hall:
 _HALLS: dict[str, _Hall] = {}
 
 
-def describe(bus: Any) -> str:
+def describe(bus: Bus) -> str:
     """A short name for logs: ``"redis://host:6379/0"``, ``"workers"``, ``"memory"``..."""
     return getattr(bus, "description", type(bus).__name__)

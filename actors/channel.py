@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from transport import names, protocol, webhooks
+from transport import auth, names, protocol, webhooks
+from transport.config import App
+from transport.presence import Change
+from transport.writer import Offer
 
 from .messages import (
     Barrier,
@@ -36,7 +39,8 @@ from .messages import (
     RemoteChanges,
     Sent,
 )
-from .runtime import call_later, tell_if_alive
+from .refs import AppRef, MetricsRef, WebhookRef
+from .runtime import Timer, call_later, tell_if_alive
 from .shared_loop import SharedLoopActor
 from .webhooks import Hook
 
@@ -58,7 +62,7 @@ class _Tick:
         self.what = what
 
 
-def _offer_each(offers: Any, frame: bytes, skip: Any) -> int:
+def _offer_each(offers: Iterable[Offer], frame: bytes, skip: Offer | None) -> int:
     """The fan-out loop: one ``offer`` per subscriber; how many went out now."""
     sent = 0
     if skip is None:
@@ -74,10 +78,10 @@ def _offer_each(offers: Any, frame: bytes, skip: Any) -> int:
 class _Rest(NamedTuple):
     """The part of a big fan-out still to send, handled before anything else queued."""
 
-    offers: list[Any]
+    offers: list[Offer]
     start: int
     frame: bytes
-    skip: Any
+    skip: Offer | None
     sent: int
     report: Callable[[int], None]
 
@@ -97,12 +101,12 @@ class ChannelActor(SharedLoopActor):
 
     def __init__(
         self,
-        app: Any,
+        app: App,
         name: str,
-        app_actor: Any,
-        metrics: Any,
+        app_actor: AppRef,
+        metrics: MetricsRef,
         remote_users: dict[str, Any] | None = None,
-        webhooks: Any = None,
+        webhooks: WebhookRef | None = None,
     ) -> None:
         super().__init__()
         self.webhooks = webhooks  # the app's WebhookActor (cache_miss, subscription_count), or None
@@ -115,15 +119,15 @@ class ChannelActor(SharedLoopActor):
         self.metrics = metrics
         # socket_id -> the writer's bound ``offer``: the fan-out loop calls it
         # directly, without an attribute lookup per subscriber.
-        self.offers: dict[str, Any] = {}
+        self.offers: dict[str, Offer] = {}
         self.joins = 0
         self.presence = names.channel_kind(name) is names.ChannelKind.PRESENCE
         self.members: dict[str, tuple[Any, set[str]]] = {}  # user_id -> (user_info, socket ids)
         self.socket_users: dict[str, str] = {}  # socket_id -> user_id (presence)
         self.cache = names.is_cache_channel(name)
         self.cached: bytes | None = None
-        self._cache_timer: Any = None
-        self._count_timer: Any = None
+        self._cache_timer: Timer | None = None
+        self._count_timer: Timer | None = None
         self._count_sent = 0
         self._succeeded = protocol.event_frame(name, "pusher_internal:subscription_succeeded", {})
 
@@ -187,8 +191,7 @@ class ChannelActor(SharedLoopActor):
             return  # the sender left (or never joined) before its event got here
         self._fan_out(message.frame, self.offers[message.socket_id])
 
-
-    def _deliver(self, frame: bytes, skip: Any, report: Callable[[int], None]) -> None:
+    def _deliver(self, frame: bytes, skip: Offer | None, report: Callable[[int], None]) -> None:
         """Offer ``frame`` to every subscriber but ``skip``; ``report(sent)`` once all were offered.
 
         A big channel is served in slices of ``fanout_slice`` subscribers: the
@@ -234,7 +237,7 @@ class ChannelActor(SharedLoopActor):
                 tell_if_alive(self.webhooks, Hook(webhooks.cache_miss(self.name)))
         self._count_changed()
 
-    def _add_member(self, socket_id: str, member: Any, offer: Any) -> bool:
+    def _add_member(self, socket_id: str, member: auth.PresenceMember, offer: Offer) -> bool:
         entry = self.members.get(member.user_id)
         if entry is None:
             remote = self.remote_users
@@ -287,7 +290,7 @@ class ChannelActor(SharedLoopActor):
                     self._fan_out(protocol.event_frame(self.name, "pusher_internal:member_removed", {"user_id": user_id}))
         return True
 
-    def remote_changed(self, changes: Any) -> None:
+    def remote_changed(self, changes: Iterable[Change]) -> None:
         """Users arrived on or left every other node: tell local subscribers what changed cluster-wide."""
         remote = self.remote_users
         for change in changes:
@@ -327,9 +330,9 @@ class ChannelActor(SharedLoopActor):
         """How many connections are subscribed."""
         return len(self.offers)
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> dict[str, int]:
         """``subscription_count``, and ``user_count`` for presence channels."""
-        out: dict[str, Any] = {"subscription_count": len(self.offers)}
+        out: dict[str, int] = {"subscription_count": len(self.offers)}
         if self.presence:
             out["user_count"] = self._user_count()
         return out
@@ -349,11 +352,11 @@ class ChannelActor(SharedLoopActor):
         data = {"presence": {"ids": ids, "hash": members, "count": len(ids)}}
         return protocol.event_frame(self.name, "pusher_internal:subscription_succeeded", data)
 
-    def _send(self, offer: Any, frame: bytes) -> None:
+    def _send(self, offer: Offer, frame: bytes) -> None:
         if offer(frame):
             tell_if_alive(self.metrics, Sent(self.app.id, 1, len(frame)))
 
-    def _fan_out(self, frame: bytes, skip: Any = None) -> None:
+    def _fan_out(self, frame: bytes, skip: Offer | None = None) -> None:
         # Frames of our own (presence changes, counts, client events), counted as sent.
         app_id, metrics = self.app.id, self.metrics
 

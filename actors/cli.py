@@ -26,7 +26,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import NoReturn
 
 from transport.errors import ConfigError
 from transport.settings import NODE_RULES, NodeSettings, SettingsError, flag_name, resolve
@@ -76,7 +76,7 @@ class UsageError(ConfigError):
 class _Parser(argparse.ArgumentParser):
     """argparse, but a mistake is an exception (reported as one line), not a usage dump and exit."""
 
-    def error(self, message: str) -> Any:
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see actorcast --help)")
 
 

@@ -20,8 +20,11 @@ from typing import Any
 from pykka import ActorDeadError
 
 from transport import auth, names, protocol
+from transport.config import App
 from transport.errors import AuthError, ProtocolError
 from transport.frames import close_frame
+from transport.ops_log import OpsLog
+from transport.writer import SocketWriter
 
 from .messages import (
     ClientText,
@@ -38,6 +41,7 @@ from .messages import (
     SignedIn,
     Terminate,
 )
+from .refs import AppRef, ConnectionRef, MetricsRef
 from .runtime import tell_if_alive
 from .shared_loop import SharedLoopActor
 
@@ -61,7 +65,13 @@ class ConnectionActor(SharedLoopActor):
     background_messages = SharedLoopActor.background_messages | {Disconnected}
 
     def __init__(
-        self, app: Any, writer: Any, app_actor: Any, metrics: Any, socket_id: str | None = None, ops: Any = None
+        self,
+        app: App,
+        writer: SocketWriter,
+        app_actor: AppRef,
+        metrics: MetricsRef,
+        socket_id: str | None = None,
+        ops: OpsLog | None = None,
     ) -> None:
         super().__init__()
         self.app = app
@@ -69,7 +79,7 @@ class ConnectionActor(SharedLoopActor):
         self.app_actor = app_actor
         self.metrics = metrics
         self.socket_id = socket_id or protocol.new_socket_id()
-        self.ops = ops  # transport.ops_log.OpsLog of the node (on its hub, as this actor): refusal lines
+        self.ops = ops  # the node's (on its hub, as this actor): refusal lines
         self.channels: dict[str, str | None] = {}  # joined channel -> presence user_id (or None)
         self.user: auth.SignedInUser | None = None
         self.closing = False
@@ -102,7 +112,7 @@ class ConnectionActor(SharedLoopActor):
             log.error("connection actor %s of app %s died: %s; closed with 1011", self.socket_id, self.app.id, reason)
         tell_if_alive(self.metrics, Counted(self.app.id, "closed", 1))
 
-    def _tell_app(self, message: Any) -> None:
+    def _tell_app(self, message: object) -> None:
         if not tell_if_alive(self.app_actor, message):
             # The app actor died of a bug and its supervisor started a fresh
             # one: reconnecting is how this client gets to it.
@@ -128,7 +138,7 @@ class ConnectionActor(SharedLoopActor):
             return super().on_receive(message)
         return None
 
-    def handle(self, message: Any) -> None:
+    def handle(self, message: Any) -> None:  # a protocol.ClientMessage; mypy narrows no ``kind = type(...)``
         """Act on one parsed client message."""
         kind = type(message)
         if kind is protocol.Ping:
@@ -222,7 +232,7 @@ class ConnectionActor(SharedLoopActor):
         self.send(protocol.event_frame(None, "pusher:signin_success", {"user_data": user.raw}))
         self._tell_app(SignedIn(user.id, self.socket_id))
 
-    def _refused(self, kind: str, what: str, reason: str, auth_failed: bool, **fields: Any) -> None:
+    def _refused(self, kind: str, what: str, reason: str, auth_failed: bool, **fields: object) -> None:
         """The one line a refused subscription or sign-in gets (a bad signature: WARNING)."""
         if self.ops is None:
             return
@@ -282,10 +292,10 @@ class ActorSession:
 
     __slots__ = ("ref",)
 
-    def __init__(self, ref: Any) -> None:
+    def __init__(self, ref: ConnectionRef) -> None:
         self.ref = ref
 
-    def _tell(self, message: Any) -> None:
+    def _tell(self, message: object) -> None:
         try:
             self.ref.tell(message)
         except ActorDeadError:

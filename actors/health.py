@@ -17,12 +17,17 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pykka import ActorDeadError, Timeout
+from pykka import ActorDeadError, Future, Timeout
 
 from .bus import describe
-from .runtime import proxy_of
+from .refs import AppRef, app_proxy
+
+if TYPE_CHECKING:
+    from transport.server import HttpServer
+
+    from .cluster import Cluster
 
 __all__ = ["NodeHealth", "rss_bytes"]
 
@@ -32,15 +37,15 @@ ASK_TIMEOUT = 2.0  # for the app actors' counts; an app that does not answer in 
 class NodeHealth:
     """The node's side of ``transport.routes.Health``."""
 
-    def __init__(self, node_id: str, worker: int | None, cluster: Any, app_actors: dict[str, Any]) -> None:
+    def __init__(self, node_id: str, worker: int | None, cluster: Cluster, app_actors: dict[str, AppRef]) -> None:
         self.node_id = node_id
         self.worker = worker
         self.cluster = cluster
         self.app_actors = app_actors  # the node's table: restarted actors show up here
-        self.server: Any = None  # the main port's HttpServer, once it listens
+        self.server: HttpServer | None = None  # the main port's, once it listens
         self.started = time.monotonic()
 
-    def serving(self, server: Any) -> None:
+    def serving(self, server: HttpServer) -> None:
         """The main port is about to listen through ``server`` (its ``draining`` flag is read here)."""
         self.server = server
         self.started = time.monotonic()
@@ -58,10 +63,10 @@ class NodeHealth:
 
     def usage(self) -> dict[str, Any]:
         """This process: its connections and channels per app, memory, node, worker, uptime."""
-        futures = {}
+        futures: dict[str, Future[tuple[int, int]] | None] = {}
         for app_id, ref in list(self.app_actors.items()):
             try:
-                futures[app_id] = proxy_of(ref).usage()
+                futures[app_id] = app_proxy(ref).usage()
             except ActorDeadError:  # restarting after a bug, or the node stops
                 futures[app_id] = None
         connections: dict[str, int | None] = {}

@@ -12,17 +12,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 import gevent
-from pykka import ActorDeadError, Timeout
+from pykka import ActorDeadError, Future, Timeout
 
 from transport import names, protocol
 from transport.config import App
 from transport.errors import HttpError
 
 from .bus import BusDown
-from .runtime import proxy_of, yield_to_io
+from .refs import AppRef, app_proxy
+from .runtime import yield_to_io
+
+if TYPE_CHECKING:
+    from gevent.event import AsyncResult
+
+    from .cluster import Cluster
 
 __all__ = ["NodeBackend"]
 
@@ -31,13 +37,17 @@ log = logging.getLogger(__name__)
 ASK_TIMEOUT = 5.0
 BUS_ACK_TIMEOUT = 2.0  # a trigger is answered once the bus took its event (or gave up)
 
+_T = TypeVar("_T")
+#: ``Node._publish(app_id, events, socket_id)``: delivers here, hands to the bus; the bus's result, or None alone.
+Publish: TypeAlias = "Callable[[str, tuple[tuple[str, str], ...], str | None], AsyncResult | None]"
+
 
 class NodeBackend:
     """Implements the HTTP API's backend over a node's app actors and its cluster."""
 
-    def __init__(self, app_actors: dict[str, Any], publish: Callable[..., Any], cluster: Any) -> None:
+    def __init__(self, app_actors: dict[str, AppRef], publish: Publish, cluster: Cluster) -> None:
         self.app_actors = app_actors
-        self.publish = publish  # Node._publish: deliver here, hand to the bus
+        self.publish = publish
         self.cluster = cluster
         #: False once the node drains: a trigger is then refused (503), never
         #: answered 200 for an event the shutdown would drop.
@@ -63,15 +73,16 @@ class NodeBackend:
                 log.warning("cluster bus did not take a trigger (%r): delivered on this node only", exc)
                 self._last_bus_warning = now
 
-    def _call(self, ref: Any, method: str, *args: Any) -> Any:
+    def _call(self, ask: Callable[[], Future[_T]]) -> _T:
+        """``ask()`` (a question to an app actor) answered within ASK_TIMEOUT, or the HTTP error that says why not."""
         try:
-            return getattr(proxy_of(ref), method)(*args).get(timeout=ASK_TIMEOUT)
+            return ask().get(timeout=ASK_TIMEOUT)
         except Timeout as exc:
             raise HttpError(503, "The node is too busy to answer; try again") from exc
         except ActorDeadError as exc:  # restarting after a bug, or shutting down
             raise HttpError(503, "The app is restarting; try again") from exc
 
-    def _app(self, app: App) -> Any:
+    def _app(self, app: App) -> AppRef:
         ref = self.app_actors.get(app.id)
         if ref is None:
             raise HttpError(503, "Server is shutting down; try another node")
@@ -81,7 +92,7 @@ class NodeBackend:
         # The app actor keeps every channel's counts as the channels report
         # them: one question to one actor, whatever the number of channels.
         ref = self._app(app)
-        counts = self._call(ref, "channel_info", channel)
+        counts = self._call(lambda: app_proxy(ref).channel_info(channel))
         subscriptions = counts[0] if counts is not None else 0
         for answer in self.cluster.request(app.id, "channel", {"channel": channel}):
             if isinstance(answer, int):
@@ -90,12 +101,12 @@ class NodeBackend:
             return None
         info = {"subscription_count": subscriptions}
         if _is_presence(channel):
-            info["user_count"] = len(self._call(ref, "presence_users", channel))
+            info["user_count"] = len(self._call(lambda: app_proxy(ref).presence_users(channel)))
         return info
 
     def channels(self, app: App) -> dict[str, dict[str, int]]:
         ref = self._app(app)
-        local = self._call(ref, "channels_info")  # {name: (subscriptions, users)}, kept ready by the app actor
+        local = self._call(lambda: app_proxy(ref).channels_info())  # {name: (subscriptions, users)}, kept ready
         answers = self.cluster.request(app.id, "channels", {})
         if not answers:
             subscriptions = {name: counts[0] for name, counts in local.items()}
@@ -111,17 +122,19 @@ class NodeBackend:
         out = {name: {"subscription_count": count} for name, count in subscriptions.items()}
         presence = [name for name in out if name.startswith("presence-")]
         if presence:
-            users = self._call(ref, "presence_user_counts")
+            users = self._call(lambda: app_proxy(ref).presence_user_counts())
             for name in presence:
                 out[name]["user_count"] = users.get(name, 0)
         return out
 
     def users(self, app: App, channel: str) -> list[str]:
         # From the presence replicas: every node's members, no round trip.
-        return self._call(self._app(app), "presence_users", channel)
+        ref = self._app(app)
+        return self._call(lambda: app_proxy(ref).presence_users(channel))
 
     def terminate_user(self, app: App, user_id: str) -> None:
-        self._call(self._app(app), "terminate_user", user_id)
+        ref = self._app(app)
+        self._call(lambda: app_proxy(ref).terminate_user(user_id))
 
 
 def _is_presence(channel: str) -> bool:

@@ -7,7 +7,9 @@ through :meth:`HubThread.call` / :meth:`HubThread.post`.
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import gevent
 import gevent.event
@@ -15,6 +17,8 @@ import pykka
 from gevent import monkey
 
 __all__ = ["HubThread"]
+
+_T = TypeVar("_T")
 
 
 class HubThread:
@@ -29,18 +33,18 @@ class HubThread:
 
     def __init__(self, name: str = "actorcast-node") -> None:
         self.name = name
-        self.hub: Any = None
+        self.hub: Any = None  # the gevent Hub once started (gevent is untyped: Any, not an Optional to assert on)
         self.ident: int | None = None
         self._stop_event: gevent.event.Event | None = None
-        self._thread: Any = None
+        self._thread: threading.Thread | None = None
 
-    def start(self, setup: Any) -> Any:
+    def start(self, setup: Callable[[], _T]) -> _T:
         """Start the hub and run ``setup()`` in a greenlet on it; return its result."""
         if monkey.is_module_patched("threading"):
             self._adopt_current_hub()
             return self.call(setup)
         started = _OsEvent()
-        box: list[Any] = []
+        box: list[tuple[bool, Any]] = []  # (True, setup's result) or (False, what it raised)
 
         def main() -> None:
             self._adopt_current_hub()
@@ -66,7 +70,7 @@ class HubThread:
         return value
 
     @staticmethod
-    def os_event() -> Any:
+    def os_event() -> threading.Event:
         """A real ``threading.Event``, even in a monkey-patched process."""
         return _OsEvent()
 
@@ -78,12 +82,12 @@ class HubThread:
         """True when the caller already runs on this hub's OS thread."""
         return _os_get_ident() == self.ident
 
-    def call(self, func: Any, *args: Any, timeout: float | None = None) -> Any:
+    def call(self, func: Callable[..., _T], *args: object, timeout: float | None = None) -> _T:
         """Run ``func(*args)`` in a greenlet on the hub; wait for and return its result."""
         if self.in_hub():
             return func(*args)
         done = _OsEvent()
-        box: list[Any] = []
+        box: list[tuple[bool, Any]] = []  # as in start
 
         def run() -> None:
             try:
@@ -101,7 +105,7 @@ class HubThread:
             raise value
         return value
 
-    def post(self, func: Any, *args: Any) -> None:
+    def post(self, func: Callable[..., object], *args: object) -> None:
         """Run ``func(*args)`` on the hub soon, without waiting (it must not block)."""
         if self.in_hub():
             func(*args)

@@ -104,9 +104,9 @@ def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackTy
     logging.getLogger("actorcast").critical("uncaught exception", exc_info=(kind, exc, tb))
 
 
-def _log_thread_uncaught(args: Any) -> None:
+def _log_thread_uncaught(args: threading.ExceptHookArgs) -> None:
     if args.exc_type is SystemExit:
         return
     name = args.thread.name if args.thread is not None else "?"
-    logging.getLogger("actorcast").critical("uncaught exception in thread %s", name,
-                                            exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+    exc_info = (args.exc_type, args.exc_value, args.exc_traceback)  # typeshed: the value may be None (logging copes)
+    logging.getLogger("actorcast").critical("uncaught exception in thread %s", name, exc_info=exc_info)  # type: ignore[arg-type]

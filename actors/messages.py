@@ -3,7 +3,14 @@ event (never per subscriber on the broadcast path) and must be cheap."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from transport.auth import PresenceMember
+    from transport.presence import Change
+    from transport.writer import SocketWriter
+
+    from .refs import ChannelRef, ConnectionRef
 
 __all__ = [
     "TerminateUser",
@@ -119,9 +126,9 @@ class Join(NamedTuple):
 
     channel: str
     socket_id: str
-    writer: Any  # transport.writer.SocketWriter, owned by the connection
-    connection: Any  # ActorRef of the ConnectionActor
-    member: Any = None  # presence member (user_id, user_info) or None
+    writer: SocketWriter  # owned by the connection; the channel keeps its bound offer
+    connection: ConnectionRef
+    member: PresenceMember | None = None  # a presence channel's member, else None
 
 
 class Leave(NamedTuple):
@@ -149,7 +156,7 @@ class ChannelCounts(NamedTuple):
     """A channel's membership changed: what the app actor answers queries from."""
 
     channel: str
-    ref: Any  # the reporting actor: a report from a retired actor is ignored
+    ref: ChannelRef  # the reporting actor: a report from a retired actor is ignored
     subscriptions: int
     users: int  # presence members (0 for other kinds)
 
@@ -162,7 +169,7 @@ class Connected(NamedTuple):
     """A connection actor of this app started."""
 
     socket_id: str
-    connection: Any
+    connection: ConnectionRef
 
 
 class ConnectionGone(NamedTuple):
@@ -191,7 +198,7 @@ class ChannelDied(NamedTuple):
     """A channel actor died of a bug; ``socket_ids`` were subscribed (or joining)."""
 
     channel: str
-    ref: Any  # the dead actor's ref: a fresh actor for the same name must not be dropped
+    ref: ChannelRef  # the dead actor's ref: a fresh actor for the same name must not be dropped
     socket_ids: tuple[str, ...]
     reason: str  # one line: exception, message, file:line
 
@@ -211,7 +218,7 @@ class Broadcast(NamedTuple):
 class RemoteChanges(NamedTuple):
     """To a presence channel: users now present (or gone) on other nodes."""
 
-    changes: tuple[Any, ...]  # transport.presence.Change
+    changes: tuple[Change, ...]
 
 
 class Relay(NamedTuple):

@@ -19,11 +19,12 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, cast
 
+from gevent.event import AsyncResult
 from prometheus_client import CollectorRegistry
-from pykka import ActorDeadError, Timeout
+from pykka import ActorDeadError, Future, Timeout
 
 from transport import cluster as wire
 from transport import protocol
@@ -36,10 +37,11 @@ from transport.protocol import check_broadcast  # re-exported: the test facades 
 from transport.routes import PROBES, NodeRoutes
 from transport.server import HttpServer
 from transport.tls import tls_context
+from transport.writer import SocketWriter
 
 from .adapter import make_adapter
 from .app import AppActor
-from .bus import describe
+from .bus import Bus, describe
 from .cluster import Cluster
 from .connection import ActorSession, ConnectionActor
 from .health import NodeHealth
@@ -47,7 +49,8 @@ from .http_backend import NodeBackend
 from .hub import HubThread
 from .messages import Barrier, PublishFrames
 from .metrics import MetricsActor
-from .runtime import call_later, proxy_of, sleep, tell_if_alive
+from .refs import AppRef, MetricsRef, WebhookRef, app_proxy, metrics_proxy
+from .runtime import call_later, sleep, tell_if_alive
 from .webhooks import AppRestarted, WebhookActor, WebhookTimings, drain_webhooks
 
 __all__ = ["Node", "check_broadcast"]
@@ -55,6 +58,7 @@ __all__ = ["Node", "check_broadcast"]
 log = logging.getLogger(__name__)
 
 BUS_CONNECT_SECONDS = 5.0  # how long start() waits for a cluster bus to connect
+_T = TypeVar("_T")
 
 
 class Node:
@@ -79,7 +83,7 @@ class Node:
         metrics_host: str | None = None,
         metrics_flush_interval: float = 0.5,
         limits: ServerLimits | None = None,
-        adapter: Any = None,
+        adapter: Bus | str | None = None,
         *,
         reuse_port: bool = False,
         heartbeat_interval: float = 2.0,
@@ -106,24 +110,22 @@ class Node:
         self._routes: NodeRoutes | None = None
         self._backend: NodeBackend | None = None
         self._metrics_server: HttpServer | None = None
-        self._metrics: Any = None
-        self._app_actors: dict[str, Any] = {}
-        self._webhook_actors: dict[str, Any] = {}  # app id -> WebhookActor, for apps with webhooks only
+        self._metrics: MetricsRef = cast("MetricsRef", None)  # set by start(), on the hub
+        self._app_actors: dict[str, AppRef] = {}
+        self._webhook_actors: dict[str, WebhookRef] = {}  # app id -> WebhookActor, for apps with webhooks only
         self.webhook_timings = webhook_timings
         self.adapter = make_adapter(adapter)
         self.reuse_port = reuse_port  # SO_REUSEPORT: worker processes sharing one port
         self.worker = worker  # this process's number under ``actorcast serve --workers N`` (1..N), or None
         limits = self.limits  # one budget of refusal lines per client address, for the whole node (on its hub)
         self._ops = OpsLog(RateLimiter(limits.max_log_lines_per_client, limits.log_window), schedule=call_later)
-        # One random number names this node: the origin of its cluster
-        # messages and the first half of its socket ids, so socket ids are
-        # unique across workers and nodes (exclusion by socket_id relies on it).
+        # One random number names this node: the origin of its cluster messages and the first half of its socket
+        # ids, so socket ids are unique across workers and nodes (exclusion by socket_id relies on it).
         self._tag = random.SystemRandom().randrange(1, 1 << 31)
         self.node_id = str(self._tag)
         self._socket_numbers = itertools.count(random.SystemRandom().randrange(1, 1 << 30))
         self.cluster = Cluster(self.node_id, self.adapter, self._app_actors, self._call_in_hub,
-                               heartbeat_interval=heartbeat_interval, request_timeout=request_timeout,
-                               apps=self.apps)
+                               heartbeat_interval=heartbeat_interval, request_timeout=request_timeout, apps=self.apps)
         self._health = NodeHealth(self.node_id, worker, self.cluster, self._app_actors)
         self.running = False
 
@@ -136,10 +138,8 @@ class Node:
         self._tls = tls_context(self.tls_cert, self.tls_key, metrics_tls=self.metrics_tls)  # ConfigError: say which file
         self._hub.start(self._start_in_hub)
         self.running = True
-        # On a cluster, wait (bounded) for the bus: what is published before
-        # it carries messages reaches no other node. In sync, not just
-        # connected: /ready answers 503 until the first heartbeat after the
-        # connection asked the others for their presence.
+        # On a cluster, wait (bounded) for the bus: what is published before it carries messages reaches no other
+        # node. In sync, not just connected: /ready is 503 until the first heartbeat after asking for presence.
         deadline = time.monotonic() + BUS_CONNECT_SECONDS
         while not self.cluster.in_sync and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -157,12 +157,12 @@ class Node:
         return self
 
     def _start_in_hub(self) -> None:
-        self._metrics = MetricsActor.start(self.registry, self.metrics_flush_interval)
+        self._metrics = metrics = MetricsActor.start(self.registry, self.metrics_flush_interval)
         for app in self.apps:
             if app.webhooks:
-                self._webhook_actors[app.id] = WebhookActor.start(app, self._metrics, self.webhook_timings,
+                self._webhook_actors[app.id] = WebhookActor.start(app, metrics, self.webhook_timings,
                                                                   cluster=self.cluster)
-            self._app_actors[app.id] = AppActor.start(app, self._metrics, self._app_actor_died, self.cluster,
+            self._app_actors[app.id] = AppActor.start(app, metrics, self._app_actor_died, self.cluster,
                                                       self._webhook_actors.get(app.id))
         self.cluster.start()
         self._backend = NodeBackend(self._app_actors, self._publish, self.cluster)
@@ -226,7 +226,7 @@ class Node:
         self._deliver_accepted(deadline)
         for ref in list(self._app_actors.values()):
             try:
-                proxy_of(ref).terminate_all(protocol.RECONNECT, "Server is shutting down").get(timeout=_left(deadline))
+                app_proxy(ref).terminate_all(protocol.RECONNECT, "Server is shutting down").get(timeout=_left(deadline))
             except (ActorDeadError, Timeout):
                 log.warning("an app actor did not close its connections in time")
         # Bounded wait for every socket to flush what it holds, then its close frame.
@@ -256,10 +256,10 @@ class Node:
         """
         for ref in list(self._app_actors.values()):
             try:
-                channels = proxy_of(ref).channel_refs().get(timeout=_left(deadline))
+                channels = app_proxy(ref).channel_refs().get(timeout=_left(deadline))
             except (ActorDeadError, Timeout):
                 continue
-            futures = []
+            futures: list[Future[bool]] = []  # a Barrier is answered True
             for channel_ref in channels.values():
                 try:
                     futures.append(channel_ref.ask(Barrier(), block=False))
@@ -274,7 +274,7 @@ class Node:
     def __enter__(self) -> Node:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # --- publishing ------------------------------------------------------------
@@ -302,12 +302,12 @@ class Node:
         events = tuple((channel, protocol.event_json(channel, event, encoded)) for channel in channels)
         self._hub.post(self._publish, app.id, events, socket_id)
 
-    def _call_in_hub(self, func: Any, *args: Any) -> None:
+    def _call_in_hub(self, func: Callable[..., object], *args: object) -> None:
         # Always through the loop, even from the hub itself: a bus delivery
         # never runs inside the code that published it.
         self._hub.hub.loop.run_callback_threadsafe(func, *args)
 
-    def _publish(self, app_id: str, events: Any, socket_id: str | None) -> Any:
+    def _publish(self, app_id: str, events: tuple[tuple[str, str], ...], socket_id: str | None) -> AsyncResult | None:
         """Deliver ``events`` ((channel, event JSON) pairs) on every node; the bus's result, or None alone.
 
         On a cluster this node delivers its own publish when the bus brings it
@@ -329,7 +329,7 @@ class Node:
 
     # --- glue and queries ------------------------------------------------------
 
-    def _connect(self, app: App, writer: Any) -> ActorSession:
+    def _connect(self, app: App, writer: SocketWriter) -> ActorSession:
         socket_id = f"{self._tag}.{next(self._socket_numbers)}"
         ref = ConnectionActor.start(app, writer, self._app_actors[app.id], self._metrics, socket_id, self._ops)
         return ActorSession(ref)
@@ -358,19 +358,19 @@ class Node:
 
     def _flush_metrics(self) -> None:
         try:
-            proxy_of(self._metrics).flush().get(timeout=5)
+            metrics_proxy(self._metrics).flush().get(timeout=5)
         except (ActorDeadError, Timeout):
             log.warning("metrics actor did not flush before a scrape; serving what it had")
 
     def _connection_count_in_hub(self) -> int:
-        return sum(proxy_of(ref).connection_count().get(timeout=5) for ref in self._app_actors.values())
+        return sum(app_proxy(ref).connection_count().get(timeout=5) for ref in self._app_actors.values())
 
     def connection_count(self, app_id: str | None = None) -> int:
         """Open connections, for one app or all (asks the app actors)."""
         def count() -> int:
             if app_id is None:
                 return self._connection_count_in_hub()
-            return proxy_of(self._app_actors[str(app_id)]).connection_count().get(timeout=5)
+            return app_proxy(self._app_actors[str(app_id)]).connection_count().get(timeout=5)
 
         return self._hub.call(count, timeout=10)
 
@@ -379,16 +379,16 @@ class Node:
         app_actor = self._app_actors[str(app_id)]
 
         def count() -> int:
-            counts = proxy_of(app_actor).channel_info(channel).get(timeout=5)
+            counts = app_proxy(app_actor).channel_info(channel).get(timeout=5)
             return 0 if counts is None else counts[0]
 
         return self._hub.call(count, timeout=10)
 
     def metrics_totals(self) -> dict[str, dict[str, int]]:
         """Exact counter totals ``{app_id: {name: value}}`` (flushes first)."""
-        return self._hub.call(lambda: proxy_of(self._metrics).totals().get(timeout=5), timeout=10)
+        return self._hub.call(lambda: metrics_proxy(self._metrics).totals().get(timeout=5), timeout=10)
 
-    def call(self, func: Any, *args: Any, timeout: float | None = 10) -> Any:
+    def call(self, func: Callable[..., _T], *args: object, timeout: float | None = 10) -> _T:
         """Run ``func(*args)`` on the node's hub and return its result (for tools and tests)."""
         return self._hub.call(func, *args, timeout=timeout)
 

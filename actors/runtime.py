@@ -22,17 +22,23 @@ import os
 import sys
 import time
 import traceback
-from typing import Any
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 import gevent
 import gevent.event
 import gevent.queue
 import pykka
+from pykka._envelope import Envelope
+
+if TYPE_CHECKING:
+    from pykka._types import OptExcInfo
+    from typing_extensions import TypeVarTuple, Unpack
+
+    _Args = TypeVarTuple("_Args")
 
 log = logging.getLogger(__name__)
-
-#: How long a GeventActor works off its backlog before it lets the hub in.
-INBOX_SLICE_SECONDS = 0.002
 
 #: How long a GeventActor works off its backlog before it lets the hub in.
 INBOX_SLICE_SECONDS = 0.002
@@ -52,6 +58,7 @@ __all__ = [
     "GeventActor",
     "GeventFuture",
     "PriorityInbox",
+    "Timer",
     "call_later",
     "describe_failure",
     "proxy_of",
@@ -62,7 +69,12 @@ __all__ = [
 ]
 
 
-class GeventFuture(pykka.Future):
+_T = TypeVar("_T")
+_A = TypeVar("_A", bound=pykka.Actor)
+_P = ParamSpec("_P")
+
+
+class GeventFuture(pykka.Future[_T]):
     """A Pykka future backed by a gevent ``AsyncResult``.
 
     ``get(timeout=...)`` blocks the calling greenlet only, and raises
@@ -73,7 +85,7 @@ class GeventFuture(pykka.Future):
         super().__init__()
         self.async_result = async_result or gevent.event.AsyncResult()
 
-    def get(self, *, timeout: float | None = None) -> Any:
+    def get(self, *, timeout: float | None = None) -> _T:
         try:
             return super().get(timeout=timeout)
         except NotImplementedError:
@@ -83,21 +95,20 @@ class GeventFuture(pykka.Future):
         except gevent.Timeout as exc:
             raise pykka.Timeout(f"{timeout} seconds") from exc
 
-    def set(self, value: Any = None) -> None:
+    def set(self, value: _T | None = None) -> None:
         # Pykka's contract: a future is set once; a second set is a bug.
         if self.async_result.ready() or self._get_hook is not None:
             raise gevent.queue.Full
         self.async_result.set(value)
 
-    def set_exception(self, exc_info: Any = None) -> None:
+    def set_exception(self, exc_info: OptExcInfo | None = None) -> None:
         if self.async_result.ready() or self._get_hook is not None:
             raise gevent.queue.Full
         if exc_info is None:
-            import sys
-
             exc_info = sys.exc_info()
         exc_type, exc_value, exc_tb = exc_info
         if exc_value is None:
+            assert exc_type is not None  # a triple without a value still names the type
             exc_value = exc_type()
         self.async_result.set_exception(exc_value, exc_info=(exc_type, exc_value, exc_tb))
 
@@ -116,7 +127,7 @@ class _Inbox(gevent.queue.SimpleQueue):
 
     _slice_start = 0.0
 
-    def get(self, *args: Any, **kwargs: Any) -> Any:
+    def get(self, *args: Any, **kwargs: Any) -> Envelope[Any]:
         if self.qsize():
             now = time.perf_counter()
             if now - self._slice_start >= INBOX_SLICE_SECONDS:
@@ -128,7 +139,7 @@ class _Inbox(gevent.queue.SimpleQueue):
             return item
         return super().get(*args, **kwargs)
 
-    def pending(self) -> list[Any]:
+    def pending(self) -> list[Envelope[Any]]:
         """The envelopes still queued, oldest first (left in place)."""
         return list(self.queue)
 
@@ -146,18 +157,18 @@ class PriorityInbox(_Inbox):
     def __init__(self, low: tuple[type, ...]) -> None:
         super().__init__()
         self.low_types = frozenset(low)
-        self.first: collections.deque[Any] = collections.deque()
-        self.second: collections.deque[Any] = collections.deque()
+        self.first: collections.deque[Envelope[Any]] = collections.deque()
+        self.second: collections.deque[Envelope[Any]] = collections.deque()
 
-    def put(self, envelope: Any, *args: Any, **kwargs: Any) -> None:
+    def put(self, envelope: Envelope[Any], *args: Any, **kwargs: Any) -> None:
         (self.second if type(envelope.message) in self.low_types else self.first).append(envelope)
         super().put(None, *args, **kwargs)
 
-    def get(self, *args: Any, **kwargs: Any) -> Any:
+    def get(self, *args: Any, **kwargs: Any) -> Envelope[Any]:
         super().get(*args, **kwargs)
         return self.first.popleft() if self.first else self.second.popleft()
 
-    def pending(self) -> list[Any]:
+    def pending(self) -> list[Envelope[Any]]:
         return [*self.first, *self.second]
 
 
@@ -190,6 +201,14 @@ class GeventActor(pykka.Actor):
 
     actor_inbox: _Inbox  # a gevent queue (Pykka leaves the type open)
 
+    if TYPE_CHECKING:  # Pykka's start() returns ActorRef[typing.Self]: Any to mypy on Python 3.10
+
+        @classmethod
+        def start(cls: type[_A], *args: Any, **kwargs: Any) -> pykka.ActorRef[_A]: ...
+
+        @property
+        def actor_ref(self: _A) -> pykka.ActorRef[_A]: ...
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # What pykka.Actor.__init__ sets up, made cheap enough for one actor
         # per connection: Pykka builds a threading.Event (a lock and a
@@ -206,7 +225,7 @@ class GeventActor(pykka.Actor):
         return _Inbox()
 
     @staticmethod
-    def _create_future() -> GeventFuture:
+    def _create_future() -> GeventFuture[Any]:
         return GeventFuture()
 
     def _start_actor_loop(self) -> None:
@@ -220,9 +239,11 @@ class GeventActor(pykka.Actor):
     # told message, ``on_start``, ``on_stop``) ends in ``on_failure``, which
     # hands a one-line reason to ``on_died``; the traceback goes to DEBUG.
 
-    def _handle_failure(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
+    def _handle_failure(
+        self, exc_type: type[BaseException] | None, exc_value: BaseException | None, tb: TracebackType | None
+    ) -> None:
         # Pykka's semantics (unregister, stop the loop) without its ERROR traceback.
-        log.debug("%s raised", self, exc_info=(exc_type, exc_value, tb))
+        log.debug("%s raised", self, exc_info=(exc_type, exc_value, tb))  # type: ignore[arg-type]  # as Pykka's
         pykka.ActorRegistry.unregister(self.actor_ref)
         self.actor_stopped.set()
 
@@ -243,7 +264,9 @@ class GeventActor(pykka.Actor):
             self._handle_failure(*sys.exc_info())
             self.on_failure(*sys.exc_info())
 
-    def on_failure(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
+    def on_failure(
+        self, exc_type: type[BaseException] | None, exc_value: BaseException | None, tb: TracebackType | None
+    ) -> None:
         """The actor died of ``exc_value``: hand a one-line reason to :meth:`on_died`."""
         reason = describe_failure(exc_type, exc_value, tb)
         try:
@@ -261,7 +284,7 @@ class GeventActor(pykka.Actor):
         """
         log.error("%s died: %s", self, reason)
 
-    def pending_messages(self) -> list[Any]:
+    def pending_messages(self) -> list[object]:
         """Messages still in the inbox (for a dead actor: what it will never handle)."""
         return [envelope.message for envelope in self.actor_inbox.pending()]
 
@@ -269,7 +292,9 @@ class GeventActor(pykka.Actor):
 _REASON_CHARS = 300
 
 
-def describe_failure(exc_type: Any, exc_value: Any, tb: Any) -> str:
+def describe_failure(
+    exc_type: type[BaseException] | None, exc_value: BaseException | None, tb: TracebackType | None
+) -> str:
     """``"KeyError: 'x' at actors/app.py:120"``: the exception and its innermost frame.
 
     Always one printable line: the message may hold client text (newlines,
@@ -288,12 +313,13 @@ def describe_failure(exc_type: Any, exc_value: Any, tb: Any) -> str:
     return text
 
 
-def proxy_of(ref: pykka.ActorRef) -> Any:
+def proxy_of(ref: pykka.ActorRef[_A]) -> pykka.ActorProxy[_A]:
     """``ref.proxy()``, built once per actor and kept on its ref.
 
     Pykka builds a proxy by introspecting every attribute of the actor
     (about 1 ms for an app actor); the edges that ask an actor again and
-    again (the HTTP API, the node's queries) reuse one.
+    again (the HTTP API, the node's queries) reuse one. (Pykka types a
+    proxy's attributes as ``Any``; ``actors.refs`` has typed ones.)
     """
     cached = ref.__dict__.get("_actorcast_proxy")
     if cached is None:
@@ -301,7 +327,7 @@ def proxy_of(ref: pykka.ActorRef) -> Any:
     return cached
 
 
-def tell_if_alive(ref: pykka.ActorRef, message: Any) -> bool:
+def tell_if_alive(ref: pykka.ActorRef[_A], message: object) -> bool:
     """``ref.tell(message)``, or False when the actor already stopped.
 
     For messages that only matter while the receiver lives (a count, a
@@ -314,13 +340,19 @@ def tell_if_alive(ref: pykka.ActorRef, message: Any) -> bool:
     return True
 
 
-def spawn(func: Any, *args: Any, **kwargs: Any) -> gevent.Greenlet:
+class Timer(Protocol):
+    """What :func:`call_later` returns (a greenlet): ``kill(block=False)`` cancels it."""
+
+    def kill(self, *, block: bool = True) -> None: ...
+
+
+def spawn(func: Callable[_P, object], *args: _P.args, **kwargs: _P.kwargs) -> gevent.Greenlet:
     """Run ``func`` concurrently on the current hub (a greenlet)."""
     return gevent.spawn(func, *args, **kwargs)
 
 
-def call_later(seconds: float, func: Any, *args: Any) -> gevent.Greenlet:
-    """Run ``func(*args)`` after ``seconds``; ``.kill()`` the result to cancel."""
+def call_later(seconds: float, func: Callable[[Unpack[_Args]], object], *args: Unpack[_Args]) -> gevent.Greenlet:
+    """Run ``func(*args)`` after ``seconds``; ``.kill()`` the result (a :class:`Timer`) to cancel."""
     return gevent.spawn_later(seconds, func, *args)
 
 

@@ -30,14 +30,18 @@ import sys
 import time
 import weakref
 from collections import deque
-from typing import Any, cast
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import gevent
-from pykka import ActorDeadError
+from pykka import ActorDeadError, ActorRef
 from pykka._envelope import Envelope
 from pykka.messages import _ActorStop
 
 from .runtime import GeventActor, yield_to_io
+
+if TYPE_CHECKING:
+    from gevent.hub import Hub
 
 __all__ = ["SLICE_MESSAGES", "SLICE_SECONDS", "SharedLoopActor"]
 
@@ -94,7 +98,7 @@ class _SharedLoop:
                 self.runner = gevent.spawn(self._run)
 
 
-_loops: weakref.WeakKeyDictionary[Any, _SharedLoop] = weakref.WeakKeyDictionary()
+_loops: weakref.WeakKeyDictionary[Hub, _SharedLoop] = weakref.WeakKeyDictionary()
 
 
 def _loop_of_current_hub() -> _SharedLoop:
@@ -146,6 +150,9 @@ class _Inbox:
         return [envelope for envelope in self.queue or () if envelope.message is not _START]
 
 
+_A = TypeVar("_A", bound="SharedLoopActor")
+
+
 class SharedLoopActor(GeventActor):
     """A Pykka actor whose messages run on its hub's shared loop (see the module doc)."""
 
@@ -164,7 +171,7 @@ class SharedLoopActor(GeventActor):
         return _Inbox()
 
     @classmethod
-    def start(cls, *args: Any, **kwargs: Any) -> Any:
+    def start(cls: type[_A], *args: Any, **kwargs: Any) -> ActorRef[_A]:
         """Create the actor and queue its ``on_start``; returns its ref (not registered)."""
         actor = cls(*args, **kwargs)
         actor._start_actor_loop()
@@ -173,7 +180,7 @@ class SharedLoopActor(GeventActor):
     def _start_actor_loop(self) -> None:
         self.actor_inbox.put(Envelope(_START))
 
-    def run_next(self, message: Any) -> None:
+    def run_next(self, message: object) -> None:
         """Handle ``message`` before anything else queued, once the hub had a turn.
 
         For a handler that splits a long job (a fan-out to 19,000 sockets):
@@ -246,8 +253,10 @@ class SharedLoopActor(GeventActor):
 
     # --- no registry -------------------------------------------------------------------
 
-    def _handle_failure(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
-        log.debug("%s raised", self, exc_info=(exc_type, exc_value, tb))
+    def _handle_failure(
+        self, exc_type: type[BaseException] | None, exc_value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        log.debug("%s raised", self, exc_info=(exc_type, exc_value, tb))  # type: ignore[arg-type]  # as Pykka's
         self.actor_stopped.set()
 
     def _stop(self) -> None:

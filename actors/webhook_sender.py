@@ -33,7 +33,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import gevent
 import gevent.event
@@ -43,6 +43,9 @@ from transport.http_post import post
 
 from .messages import Timed
 from .runtime import sleep, spawn, tell_if_alive
+
+if TYPE_CHECKING:
+    from .webhooks import WebhookActor
 
 __all__ = ["DROP_LOG_INTERVAL", "LANES_PER_URL", "Sender"]
 
@@ -88,8 +91,8 @@ class _Lane:
 class Sender:
     """One webhook URL of an app (see the module docstring)."""
 
-    def __init__(self, owner: Any, hook: wh.Webhook, index: int, lanes: int = LANES_PER_URL) -> None:
-        self.owner = owner  # the WebhookActor: app, timings, queue_limit, stopping, stopped, count(), finished()
+    def __init__(self, owner: WebhookActor, hook: wh.Webhook, index: int, lanes: int = LANES_PER_URL) -> None:
+        self.owner = owner  # its app, timings, queue_limit, stopping, stopped, count(), finished()
         self.hook = hook
         self.index = index  # of this URL in the app's webhooks: the same on every node
         self.dropped_unlogged = 0

@@ -30,19 +30,24 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import gevent.event
 import ujson
 from pykka import ActorDeadError, Timeout
 
 from transport import webhooks as wh
+from transport.config import App
 from transport.frames import text_of_frame
 from transport.webhook_ledger import Announced, Ledger, WebhookLog, choose_leader, log_entry, shared_event
 
 from .messages import Counted
-from .runtime import GeventActor, call_later, proxy_of, sleep, tell_if_alive
+from .refs import AppRef, MetricsRef, WebhookRef, app_proxy, webhook_proxy
+from .runtime import GeventActor, Timer, call_later, sleep, tell_if_alive
 from .webhook_sender import LANES_PER_URL, Sender
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 __all__ = ["AppRestarted", "ClientFrame", "Hook", "PeerGone", "WebhookActor", "WebhookTimings", "drain_webhooks"]
 
@@ -103,11 +108,11 @@ class WebhookActor(GeventActor):
 
     def __init__(
         self,
-        app: Any,
-        metrics: Any,
+        app: App,
+        metrics: MetricsRef,
         timings: WebhookTimings | None = None,
         queue_limit: int = 10_000,
-        cluster: Any = None,
+        cluster: Cluster | None = None,
         lanes: int = LANES_PER_URL,
     ) -> None:
         super().__init__()
@@ -133,10 +138,10 @@ class WebhookActor(GeventActor):
         self._seq = itertools.count(1)
         self._queued_log: list[tuple[int, str, str, str | None]] = []
         self._finished_log: list[tuple[int, int]] = []
-        self._log_timer: Any = None
-        self._timer: Any = None
+        self._log_timer: Timer | None = None
+        self._timer: Timer | None = None
         self._timer_due: float | None = None
-        self._tick_timer: Any = None
+        self._tick_timer: Timer | None = None
 
     def on_start(self) -> None:
         self.senders = [Sender(self, hook, i, self.lanes) for i, hook in enumerate(self.app.webhooks)]
@@ -334,7 +339,7 @@ class WebhookActor(GeventActor):
             sender.kill()
 
 
-def drain_webhooks(webhook_actors: dict[str, Any], app_actors: dict[str, Any], deadline: float) -> None:
+def drain_webhooks(webhook_actors: dict[str, WebhookRef], app_actors: dict[str, AppRef], deadline: float) -> None:
     """Node shutdown, on its hub: drain every app's webhook actor by ``deadline``, log what is left, stop them.
 
     A node alone sends the held ones (vacated / removed) at once; a node with
@@ -345,11 +350,11 @@ def drain_webhooks(webhook_actors: dict[str, Any], app_actors: dict[str, Any], d
         try:
             # The clients' leaves are still on their way to the channels:
             # wait (bounded) until the channels' vacated events are out.
-            while app_ref is not None and proxy_of(app_ref).channels_info().get(timeout=_left(deadline)):
+            while app_ref is not None and app_proxy(app_ref).channels_info().get(timeout=_left(deadline)):
                 if time.monotonic() >= deadline:
                     break
                 sleep(0.02)
-            undelivered, handed = proxy_of(ref).drain(_left(deadline)).get(timeout=_left(deadline) + 1)
+            undelivered, handed = webhook_proxy(ref).drain(_left(deadline)).get(timeout=_left(deadline) + 1)
         except (ActorDeadError, Timeout):
             undelivered, handed = -1, 0
         if undelivered:

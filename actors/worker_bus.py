@@ -31,7 +31,6 @@ import socket as _socket
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 import gevent
 import gevent.event
@@ -59,7 +58,7 @@ log = logging.getLogger(__name__)
 class _Link:
     """One connection to the relay: the socket, and the frames waiting to be written."""
 
-    def __init__(self, sock: Any) -> None:
+    def __init__(self, sock: _socket.socket) -> None:  # a gevent socket (the stdlib API)
         self.sock = sock
         self.parts: list[bytes] = []
         self.results: list[gevent.event.AsyncResult] = []
@@ -186,7 +185,7 @@ class WorkerBus:
             else:
                 delay = self.retry_min
 
-    def _connect(self) -> tuple[Any, bytearray]:
+    def _connect(self) -> tuple[_socket.socket, bytearray]:
         """Connect and read the relay's greeting; return the socket and what came after it.
 
         The relay greets once it counts the connection in, so every message

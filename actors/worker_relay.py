@@ -12,7 +12,6 @@ import os
 import socket as _socket
 import struct
 from collections import deque
-from typing import Any
 
 import gevent
 import gevent.event
@@ -59,7 +58,7 @@ def _complete_frames(buf: bytearray) -> list[tuple[int, int]]:
 class _Peer:
     """One connected worker, as the relay sees it: a socket and what to write to it."""
 
-    def __init__(self, relay: Relay, sock: Any) -> None:
+    def __init__(self, relay: Relay, sock: _socket.socket) -> None:  # a gevent socket (the stdlib API)
         self.relay = relay
         self.sock = sock
         self.out: deque[bytes] = deque()
@@ -146,7 +145,7 @@ class Relay:
         self.path = path
         self.backlog_bytes = backlog_bytes
         self.peers: set[_Peer] = set()
-        self._listener: Any = None
+        self._listener: _socket.socket | None = None  # gevent's
         self._acceptor: gevent.Greenlet | None = None
 
     def start(self) -> None:

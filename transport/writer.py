@@ -27,13 +27,16 @@ from gevent.socket import wait_write
 
 from .ops_log import peer_address
 
-__all__ = ["SocketWriter"]
+__all__ = ["Offer", "SocketWriter"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BUFFER_BYTES = 1 << 20
 CLOSE_GRACE_SECONDS = 5.0
 DRAIN_POLL_SECONDS = 1.0
+
+#: A writer's bound :meth:`SocketWriter.offer`, as channel actors keep it: True when the frame went out now.
+Offer = Callable[[bytes], bool]
 
 
 class SocketWriter:
