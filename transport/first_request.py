@@ -17,12 +17,16 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import gevent
 
 from .errors import HttpError
 from .http import find_head_end
+from .watchers import Loop, Watcher
+
+if TYPE_CHECKING:
+    from .server import HttpServer
 
 __all__ = ["FirstRequest"]
 
@@ -37,20 +41,20 @@ class FirstRequest:
 
     __slots__ = ("buf", "deadline", "io", "server", "sock", "timer")
 
-    def __init__(self, server: Any, sock: socket.socket, deadline: float | None = None) -> None:
+    def __init__(self, server: HttpServer, sock: socket.socket, deadline: float | None = None) -> None:
         self.server = server
         self.sock = sock
         self.buf = bytearray()
-        loop = gevent.get_hub().loop
+        loop: Loop = gevent.get_hub().loop
         if deadline is None:  # from accept; a TLS socket brings the one its handshake started
             timeout = server.limits.header_timeout
             self.deadline = time.monotonic() + timeout  # the greenlet path keeps time.monotonic too
         else:
             self.deadline = deadline
             timeout = max(deadline - time.monotonic(), 0.0)
-        self.io = loop.io(sock.fileno(), _EV_READ)
+        self.io: Watcher = loop.io(sock.fileno(), _EV_READ)
         self.io.start(self._readable)
-        self.timer = loop.timer(timeout)
+        self.timer: Watcher = loop.timer(timeout)
         self.timer.start(self._expired)
 
     def _readable(self) -> None:

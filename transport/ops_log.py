@@ -27,7 +27,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    import socket
 
 __all__ = ["OTHER_CLIENTS", "UNKNOWN", "OpsLog", "RateLimiter", "Verdict", "peer_address"]
 
@@ -125,7 +128,7 @@ class OpsLog:
         *,
         logger: logging.Logger | None = None,
         clock: Callable[[], float] = time.monotonic,
-        schedule: Callable[[float, Callable[[], None]], Any] | None = None,
+        schedule: Callable[[float, Callable[[], None]], object] | None = None,
     ) -> None:
         self.limiter = limiter if limiter is not None else RateLimiter()  # (an empty one is falsy)
         self.log = logger or logging.getLogger(__name__)
@@ -133,7 +136,7 @@ class OpsLog:
         self.schedule = schedule
         self._sweep_due = False
 
-    def note(self, logger: logging.Logger, level: int, remote: str, message: str, **fields: Any) -> bool:
+    def note(self, logger: logging.Logger, level: int, remote: str, message: str, **fields: object) -> bool:
         """Log ``message`` on ``logger`` unless ``remote`` is over its budget; True if it was written.
 
         ``message`` should name ``remote``: a text log shows no fields.
@@ -175,7 +178,7 @@ class OpsLog:
             )
 
 
-def peer_address(sock: Any) -> str:
+def peer_address(sock: socket.socket) -> str:
     """The IP address at the other end of ``sock`` (for log lines), ``"unknown"`` once it is gone."""
     try:
         peer = sock.getpeername()
@@ -186,7 +189,7 @@ def peer_address(sock: Any) -> str:
     return str(peer) or UNKNOWN  # a Unix socket: its path, when it has one
 
 
-def _bounded(value: Any, limit: int = _MAX_FIELD) -> Any:
+def _bounded(value: Any, limit: int = _MAX_FIELD) -> Any:  # a field's value, a str cut short
     if isinstance(value, str) and len(value) > limit:
         return value[:limit] + "..."
     return value

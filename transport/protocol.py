@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import ujson
@@ -22,6 +22,9 @@ from . import names
 from .errors import ActorcastError, ProtocolError
 from .frames import text_frame
 from .text import LONE_SURROGATE, decode_utf8, has_lone_surrogate, has_unicode_escape, json_problem
+
+if TYPE_CHECKING:
+    from .config import App
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -128,7 +131,7 @@ class Unknown:
 ClientMessage = Ping | Pong | Subscribe | Unsubscribe | Signin | ClientEvent | Unknown
 
 
-def _field(data: dict, name: str, *, required: bool = True) -> str | None:
+def _field(data: dict[str, Any], name: str, *, required: bool = True) -> str | None:
     value = data.get(name)
     if value is None and not required:
         return None
@@ -147,7 +150,7 @@ def _channel(value: Any, escaped: bool, complaint: str = "'channel' must be a st
     return value
 
 
-def _signin_field(data: dict, name: str, escaped: bool) -> str:
+def _signin_field(data: dict[str, Any], name: str, escaped: bool) -> str:
     value = _field(data, name)
     assert value is not None  # required=True: _field raised instead
     if escaped and has_lone_surrogate(value):
@@ -156,7 +159,7 @@ def _signin_field(data: dict, name: str, escaped: bool) -> str:
     return value
 
 
-def _payload(message: dict) -> dict:
+def _payload(message: dict[str, Any]) -> dict[str, Any]:
     data = message.get("data", {})
     if isinstance(data, str):
         # Some clients double-encode data on the way in, as the server does out.
@@ -268,7 +271,7 @@ def encode_data(data: Any) -> str:
     return data if isinstance(data, str) else dumps(data)
 
 
-def check_broadcast(app: Any, channels: str | Iterable[str], event: str, data: Any) -> tuple[tuple[str, ...], str]:
+def check_broadcast(app: App, channels: str | Iterable[str], event: str, data: Any) -> tuple[tuple[str, ...], str]:
     """What ``Node.broadcast`` checks in the caller's thread; returns the channels and the data as sent.
 
     ``app`` is a ``transport.config.App`` (its name limits apply).
@@ -289,7 +292,7 @@ def check_broadcast(app: Any, channels: str | Iterable[str], event: str, data: A
     return channels, encoded
 
 
-def _frame(message: dict) -> bytes:
+def _frame(message: dict[str, Any]) -> bytes:
     return text_frame(dumps(message))
 
 

@@ -25,15 +25,16 @@ import gevent
 import ujson
 
 from . import protocol
-from .config import AppTable
+from .config import App, AppTable
 from .errors import ProtocolError
 from .http import Request
 from .http_api import Backend, handle_request
 from .ops_log import OpsLog
 from .server import Reply
-from .websocket import serve_websocket
+from .websocket import Session, serve_websocket
+from .writer import SocketWriter
 
-__all__ = ["PROBES", "Health", "NodeRoutes"]
+__all__ = ["PROBES", "Health", "NodeRoutes", "Quota"]
 
 log = logging.getLogger(__name__)
 
@@ -53,24 +54,32 @@ class Health(Protocol):
         """The ``/usage`` document."""
 
 
+class Quota(Protocol):
+    """Connection quotas decided by every node of a cluster together (``actors.cluster.Cluster``)."""
+
+    def admit(self, app: App) -> bool:
+        """May one more client of ``app`` connect? (May wait, bounded.)"""
+
+    def release(self, app_id: str) -> None:
+        """A client of ``app_id`` that was admitted has gone."""
+
+
 class NodeRoutes:
     """The node's :class:`~transport.server.Router`."""
 
     def __init__(
         self,
         apps: AppTable,
-        connect: Callable[..., Any],
+        connect: Callable[[App, SocketWriter], Session],
         backend: Backend | None = None,
-        quota: Any = None,
+        quota: Quota | None = None,
         health: Health | None = None,
         ops: OpsLog | None = None,
     ) -> None:
         self.apps = apps
         self.connect = connect
         self.backend = backend
-        # On a cluster, connection quotas are decided by every node together:
-        # quota.admit(app) -> bool (may wait, bounded), quota.release(app_id).
-        self.quota = quota
+        self.quota = quota  # on a cluster: every node decides the connection quotas together
         self.health = health
         self.ops = ops  # refusal lines, rate-limited per client address (None: DEBUG only)
         # Adopted WebSocket connections not yet closed, per app id: the glue's
@@ -82,15 +91,15 @@ class NodeRoutes:
         """WebSocket connections open on this port, all apps."""
         return sum(self.sockets_by_app.values())
 
-    def admit(self, app: Any) -> bool:
+    def admit(self, app: App) -> bool:
         """False when ``app`` is at its ``max_connections``."""
         return app.max_connections is None or self.sockets_by_app.get(app.id, 0) < app.max_connections
 
-    def opened(self, app: Any) -> None:
+    def opened(self, app: App) -> None:
         """The WebSocket glue took a socket of ``app`` over."""
         self.sockets_by_app[app.id] = self.sockets_by_app.get(app.id, 0) + 1
 
-    def closed(self, app: Any) -> None:
+    def closed(self, app: App) -> None:
         """The WebSocket glue closed a socket of ``app``."""
         self.sockets_by_app[app.id] -= 1
         if self.quota is not None and app.max_connections is not None:
@@ -142,12 +151,13 @@ class NodeRoutes:
                 return
         serve_websocket(sock, request.path, request.query, early, self.apps.by_key, self.connect, self, ops=self.ops)
 
-    def _upgrade_when_admitted(self, request: Request, sock: socket.socket, early: bytes, app: Any) -> None:
+    def _upgrade_when_admitted(self, request: Request, sock: socket.socket, early: bytes, app: App) -> None:
+        assert self.quota is not None  # spawned by upgrade() only with one
         admitted = self.quota.admit(app)
         serve_websocket(sock, request.path, request.query, early, self.apps.by_key, self.connect, self, admitted,
                         ops=self.ops)
 
-    def _app_of(self, request: Request) -> Any:
+    def _app_of(self, request: Request) -> App | None:
         try:
             return self.apps.by_key(protocol.check_connect_request(request.path, request.query))
         except ProtocolError:

@@ -27,7 +27,8 @@ import logging
 import socket
 import ssl
 import time
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
 import gevent
 
@@ -38,6 +39,7 @@ from .first_request import FirstRequest
 from .http import Request, find_head_end, parse_head, response, websocket_accept
 from .ops_log import OpsLog, peer_address
 from .tls import TlsHandshake
+from .watchers import Watcher
 
 __all__ = ["HttpServer", "Reply", "Router"]
 
@@ -90,7 +92,8 @@ class HttpServer:
         #: The TLS context (``transport.tls.tls_context``), or None for plain HTTP.
         self.tls = tls
         # What watches an accepted socket first: chosen once, so plain sockets pay nothing for TLS.
-        self._adopt: Any = FirstRequest if tls is None else TlsHandshake
+        self._adopt: Callable[[HttpServer, socket.socket], FirstRequest | TlsHandshake]
+        self._adopt = FirstRequest if tls is None else TlsHandshake
         self.server_port = address[1]
         #: True while the node drains: every request is answered 503 + Connection: close,
         #: except plain (non-upgrade) requests for these paths (health probes).
@@ -100,8 +103,8 @@ class HttpServer:
         #: Requests between their head and their answer (shutdown waits for these).
         self.busy = 0
         self._sock: socket.socket | None = None
-        self._watcher: Any = None
-        self._retry: Any = None
+        self._watcher: Watcher | None = None
+        self._retry: Watcher | None = None
         self._conns: set[gevent.Greenlet] = set()
         self._waiting: set[FirstRequest | TlsHandshake] = set()  # accepted, first request head not complete yet
         self._accept_pauses = 0

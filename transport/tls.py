@@ -40,11 +40,15 @@ import logging
 import socket
 import ssl
 import time
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import gevent
 
 from .errors import ConfigError, HttpError
+from .watchers import Loop, Watcher
+
+if TYPE_CHECKING:
+    from .server import HttpServer
 
 __all__ = ["RECORD_BYTES", "TlsHandshake", "TlsSocket", "tls_context"]
 
@@ -82,7 +86,7 @@ class TlsSocket(ssl.SSLSocket):
             raise OSError(errno.EBADF, "TLS socket closed") from None
         return data
 
-    def send(self, data: Any, flags: int = 0) -> int:
+    def send(self, data: Any, flags: int = 0) -> int:  # Any: ssl's ReadableBuffer has no len() to mypy
         """Send what fits now; like a TCP socket's, the count may be short of ``len(data)``."""
         size = len(data)
         try:
@@ -171,16 +175,16 @@ class TlsHandshake:
 
     __slots__ = ("deadline", "events", "io", "server", "sock", "timer")
 
-    def __init__(self, server: Any, sock: socket.socket) -> None:
+    def __init__(self, server: HttpServer, sock: socket.socket) -> None:
         self.server = server
         self.sock: socket.socket = sock  # the plain socket until the ClientHello is in
         timeout = server.limits.header_timeout
         self.deadline = time.monotonic() + timeout  # handshake and first head: one deadline from accept
-        loop = gevent.get_hub().loop
+        loop: Loop = gevent.get_hub().loop
         self.events = _EV_READ
-        self.io = loop.io(sock.fileno(), _EV_READ)
+        self.io: Watcher = loop.io(sock.fileno(), _EV_READ)
         self.io.start(self._hello)
-        self.timer = loop.timer(timeout)
+        self.timer: Watcher = loop.timer(timeout)
         self.timer.start(self._expired)
 
     def _hello(self) -> None:
@@ -203,8 +207,10 @@ class TlsHandshake:
             else:
                 self._fail("not a TLS handshake")
             return
+        context = self.server.tls
+        assert context is not None  # only a server with a TLS context hands its sockets to a TlsHandshake
         try:
-            self.sock = self.server.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            self.sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         except (OSError, ValueError) as exc:
             self._fail(f"client left before its TLS handshake: {exc!r}")
             return

@@ -38,7 +38,7 @@ from __future__ import annotations
 import collections
 import itertools
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from .webhooks import SHARED, subject
 
@@ -167,7 +167,15 @@ def _integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_queued(checker: Any, name: str, value: Any) -> tuple[tuple[int, str, str, str | None], ...]:
+class _FieldChecker(Protocol):
+    """What the cluster codec hands a field's check (``transport.cluster``): its error and text checks."""
+
+    def fail(self, name: str, what: str) -> Exception: ...
+    def text(self, name: str, value: Any) -> str: ...
+    def optional_text(self, name: str, value: Any) -> str | None: ...
+
+
+def check_queued(checker: _FieldChecker, name: str, value: Any) -> tuple[tuple[int, str, str, str | None], ...]:
     """The codec's check of ``WebhookLog.queued`` (``checker`` is the codec's field checker)."""
     shape = "must be a list of [seq, shared event name, channel, user id (member events) or null]"
     if not isinstance(value, list):
@@ -184,7 +192,7 @@ def check_queued(checker: Any, name: str, value: Any) -> tuple[tuple[int, str, s
     return tuple(entries)
 
 
-def check_finished(checker: Any, name: str, value: Any) -> tuple[tuple[int, int], ...]:
+def check_finished(checker: _FieldChecker, name: str, value: Any) -> tuple[tuple[int, int], ...]:
     """The codec's check of ``WebhookLog.finished``."""
     if not isinstance(value, list) or not all(
         isinstance(pair, list) and len(pair) == 2 and _integer(pair[0]) and _integer(pair[1]) for pair in value

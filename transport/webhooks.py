@@ -22,7 +22,7 @@ import json
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .auth import webhook_signature
 from .checks import MISSING, Problem, string
@@ -275,7 +275,10 @@ def lane_of(channel: str, lanes: int) -> int:
     return zlib.crc32(channel.encode("utf-8", "surrogatepass")) % lanes if lanes > 1 else 0
 
 
-def batches(events: list[Any], limit: int = MAX_BATCH_EVENTS) -> list[list[Any]]:
+_E = TypeVar("_E")
+
+
+def batches(events: list[_E], limit: int = MAX_BATCH_EVENTS) -> list[list[_E]]:
     """``events`` cut into POSTs of at most ``limit`` events, in order."""
     return [events[i : i + limit] for i in range(0, len(events), limit)]
 

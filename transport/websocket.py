@@ -21,32 +21,29 @@ import socket
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import gevent
 
 from . import protocol
+from .config import App
 from .errors import ProtocolError
-from .frames import (
-    OP_CLOSE,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
-    FrameDecoder,
-    close_frame,
-    encode_frame,
-    parse_close_payload,
-)
+from .frames import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameDecoder, close_frame, encode_frame, parse_close_payload
 from .ops_log import OpsLog, peer_address
+from .watchers import Loop, Watcher
 from .writer import CLOSE_GRACE_SECONDS, SocketWriter
 
-__all__ = ["Session", "WebSocketConnection", "serve_websocket"]
+if TYPE_CHECKING:
+    from gevent.hub import Hub
+
+__all__ = ["Session", "Sockets", "WebSocketConnection", "serve_websocket"]
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 16384
 _POLL_FIRST_SECONDS = 1e-6  # see actors.runtime.yield_to_io
 _EV_READ = 1
+_T = TypeVar("_T")
 
 
 class Session(Protocol):
@@ -62,14 +59,22 @@ class Session(Protocol):
         """Close the connection with a Pusher code."""
 
 
+class Sockets(Protocol):
+    """Counts a port's WebSocket connections per app, for quotas (``transport.routes.NodeRoutes``)."""
+
+    def admit(self, app: App) -> bool: ...
+    def opened(self, app: App) -> None: ...
+    def closed(self, app: App) -> None: ...
+
+
 def serve_websocket(
     sock: socket.socket,
     path: str,
     query: str,
     early: bytes,
-    lookup_app: Callable[[str], Any],
-    connect: Callable[[Any, SocketWriter], Session],
-    sockets: Any = None,
+    lookup_app: Callable[[str], App | None],
+    connect: Callable[[App, SocketWriter], Session],
+    sockets: Sockets | None = None,
     admitted: bool | None = None,
     ops: OpsLog | None = None,
 ) -> WebSocketConnection | None:
@@ -112,7 +117,7 @@ def serve_websocket(
     return connection
 
 
-def _log_refusal(ops: OpsLog | None, sock: socket.socket, exc: ProtocolError, key: str | None, app: Any) -> None:
+def _log_refusal(ops: OpsLog | None, sock: socket.socket, exc: ProtocolError, key: str | None, app: App | None) -> None:
     if ops is None:
         log.debug("refused WebSocket connection: %s", exc.message)
         return
@@ -127,37 +132,26 @@ def _log_refusal(ops: OpsLog | None, sock: socket.socket, exc: ProtocolError, ke
 class WebSocketConnection:
     """One client socket after the upgrade: a read watcher, an idle timer, a writer."""
 
-    __slots__ = (
-        "_ended",
-        "_io",
-        "_last_read",
-        "_loop",
-        "_on_close",
-        "_ping_sent",
-        "_timer",
-        "app",
-        "decoder",
-        "session",
-        "sock",
-        "writer",
-    )
+    __slots__ = ("_ended", "_io", "_last_read", "_loop", "_on_close", "_ping_sent", "_timer", "app", "decoder",
+                 "session", "sock", "writer")
 
-    def __init__(self, sock: socket.socket, app: Any, on_close: Callable[[], None] | None = None) -> None:
+    def __init__(self, sock: socket.socket, app: App | None, on_close: Callable[[], None] | None = None) -> None:
         self.sock = sock
         self.app = app  # None for a connection refused before its app was known
         self.writer = SocketWriter(sock, max_buffer_bytes=app.max_buffer_bytes if app else 4096)
         self.decoder = FrameDecoder(app.max_message_bytes if app else 125)
         self.session: Session | None = None
         self._on_close = on_close
-        self._loop = gevent.get_hub().loop
-        self._io: Any = None
-        self._timer: Any = None
+        self._loop: Loop = gevent.get_hub().loop
+        self._io: Watcher | None = None
+        self._timer: Watcher | None = None
         self._last_read = 0.0
         self._ping_sent: float | None = None
         self._ended = False
 
-    def open(self, connect: Callable[[Any, SocketWriter], Session]) -> None:
+    def open(self, connect: Callable[[App, SocketWriter], Session]) -> None:
         """Create the session (the connection actor) for this socket."""
+        assert self.app is not None  # only a refused connection has none
         self.session = connect(self.app, self.writer)
 
     def refuse(self, error: ProtocolError) -> None:
@@ -177,6 +171,7 @@ class WebSocketConnection:
         self._last_read = self._loop.now()
         self._io = self._loop.io(self.sock.fileno(), _EV_READ)
         self._io.start(self._on_readable)
+        assert self.app is not None  # as in open
         self._arm(self.app.activity_timeout)
         if early:
             self._received(early)
@@ -189,6 +184,7 @@ class WebSocketConnection:
             # Thousands of sockets ready in one loop iteration (a client fleet
             # dropped): read the rest from a greenlet, in slices, so accepts,
             # timers and live clients get turns in between.
+            assert self._io is not None  # this is its callback
             self._io.stop()
             burst.defer(self)
             return
@@ -213,6 +209,7 @@ class WebSocketConnection:
             return
         self._read()
         if not self._ended:
+            assert self._io is not None  # stopped by _on_readable, not closed
             self._io.start(self._on_readable)
 
     def _received(self, data: bytes) -> None:
@@ -261,6 +258,7 @@ class WebSocketConnection:
         if self._ended:
             return
         now = self._loop.now()
+        assert self.app is not None  # armed by start()
         activity, pong = self.app.activity_timeout, self.app.pong_timeout
         if self._ping_sent is not None and self._last_read > self._ping_sent:
             self._ping_sent = None  # something came back: the client is alive
@@ -325,7 +323,7 @@ class _Burst:
         self.deferred: deque[WebSocketConnection] = deque()
         self.runner: gevent.Greenlet | None = None
 
-    def crowded(self, loop: Any) -> bool:
+    def crowded(self, loop: Loop) -> bool:
         now = loop.now()  # libev's clock moves once per iteration: equal means the same iteration
         if now != self.now:
             self.now, self.count = now, 0
@@ -382,11 +380,11 @@ class _Closer:
                 self.runner = gevent.spawn(self._run)
 
 
-_closers: weakref.WeakKeyDictionary[Any, _Closer] = weakref.WeakKeyDictionary()
-_bursts: weakref.WeakKeyDictionary[Any, _Burst] = weakref.WeakKeyDictionary()
+_closers: weakref.WeakKeyDictionary[Hub, _Closer] = weakref.WeakKeyDictionary()
+_bursts: weakref.WeakKeyDictionary[Hub, _Burst] = weakref.WeakKeyDictionary()
 
 
-def _per_hub(table: weakref.WeakKeyDictionary[Any, Any], make: Callable[[], Any]) -> Any:
+def _per_hub(table: weakref.WeakKeyDictionary[Hub, _T], make: Callable[[], _T]) -> _T:
     """The current hub's helper from ``table`` (made on first use): each node's thread has its own."""
     hub = gevent.get_hub()
     helper = table.get(hub)
