@@ -20,7 +20,7 @@ import pytest
 from tests.wsclient import PusherClient
 
 REPO = Path(__file__).resolve().parents[2]
-LISTENING = re.compile(r"listening on ws://(?P<host>[\d.]+):(?P<port>\d+)/app/\S* \(metrics on (?P<metrics>\S+)\)")
+LISTENING = re.compile(r"listening on ws://(?P<host>[\d.]+):(?P<port>\d+)/app/\S* \(metrics (?:on )?(?P<metrics>\S+)\)")
 
 
 def handlers_installed(pid: int, *signals: int) -> bool:
