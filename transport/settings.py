@@ -162,6 +162,7 @@ class NodeSettings:
     def to_dict(self, *, mask: bool = True) -> dict[str, Any]:
         """As a config file would say it; ``mask`` hides secrets (app secrets, passwords, header values)."""
         out = {name: getattr(self, name) for name in NODE_RULES}
+        out["log_level"] = self.log_level.lower()  # as the README, --help and the flag say it
         out["apps"] = [app.to_dict() for app in self.apps]
         if mask:
             out["adapter"] = _mask_url(self.adapter)

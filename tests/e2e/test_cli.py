@@ -393,6 +393,7 @@ def test_config_check_prints_the_resolved_settings_with_secrets_masked(tmp_path)
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
     assert (shown["port"], shown["shutdown_grace"], shown["log_format"]) == (7010, 9.0, "json")
+    assert shown["log_level"] == "info"  # as a config file would say it
     assert shown["apps"][0]["key"] == "cfg-key" and "s3cret" not in result.stdout
     bad = tmp_path / "bad.json"
     bad.write_text('{"apps": [{"key": "k", "enabled": "false"}]}')
