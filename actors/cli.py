@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.add_parser("serve", parents=[flags], allow_abbrev=False, help="run a node (the default command)")
     commands.add_parser("start", parents=[flags], allow_abbrev=False, help="the same as serve")
-    config = commands.add_parser("config", allow_abbrev=False, help="about the settings")
+    config = commands.add_parser("config", allow_abbrev=False, help="check the settings: actorcast config check [FILE]")
     actions = config.add_subparsers(dest="action", metavar="check", required=True, parser_class=_Parser)
     check = actions.add_parser("check", parents=[flags], allow_abbrev=False,
                                help="check the settings (file, flags, environment) and print them resolved")
