@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.add_parser("serve", parents=[flags], allow_abbrev=False, help="run a node (the default command)")
     commands.add_parser("start", parents=[flags], allow_abbrev=False, help="the same as serve")
-    config = commands.add_parser("config", allow_abbrev=False, help="about the settings")
+    config = commands.add_parser("config", allow_abbrev=False, help="check the settings: actorcast config check [FILE]")
     actions = config.add_subparsers(dest="action", metavar="check", required=True, parser_class=_Parser)
     check = actions.add_parser("check", parents=[flags], allow_abbrev=False,
                                help="check the settings (file, flags, environment) and print them resolved")
@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"actorcast: {line}", file=sys.stderr)
         return 2
     if command == "config":
-        for line in warnings:
+        for line in [*warnings, *settings.secret_warnings()]:
             print(f"actorcast: warning: {line}", file=sys.stderr)
         try:
             print(json.dumps(settings.to_dict(), indent=2), flush=True)
@@ -178,6 +178,8 @@ def serve(settings: NodeSettings, argv: list[str], env: dict[str, str]) -> int:
     except (ConfigError, OSError, ValueError, WorkerStartError) as exc:
         fail(exc, settings.log_format)
         return 2
+    for line in settings.secret_warnings():  # once it serves: a failed start stays one line
+        log.warning(line)
     if supervisor is not None:
         return supervisor.run(stop)
     while not stop.wait(1.0):

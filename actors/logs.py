@@ -27,6 +27,8 @@ import time
 from types import TracebackType
 from typing import Any, TextIO
 
+import gevent.hub
+
 __all__ = ["JsonFormatter", "configure_logging"]
 
 #: Our loggers: everything else is a library, held at WARNING below DEBUG.
@@ -55,13 +57,14 @@ class JsonFormatter(logging.Formatter):
         self.worker = worker
 
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {key: value for key, value in vars(record).items() if key not in _STANDARD}
-        out.update(
-            time=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            level=record.levelname,
-            logger=record.name,
-            message=record.getMessage(),
-        )
+        # The four keys first (a reader scanning lines finds them in one place), then the record's own.
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        out.update((key, value) for key, value in vars(record).items() if key not in _STANDARD and key not in out)
         if self.worker is not None:
             out["worker"] = self.worker
         if record.exc_info:
@@ -95,13 +98,30 @@ def configure_logging(level: str = "INFO", fmt: str = "text", *, worker: str | N
     root.setLevel(numeric)
     logging.captureWarnings(True)  # warnings.warn(...) becomes a record (one line), not raw stderr
     if fmt == "json":
-        # An exception nobody caught is logged as one record too, not printed as a raw traceback.
+        # An exception nobody caught is logged as one record too, not printed as a raw traceback:
+        # in the main thread, in other threads, and in a greenlet (gevent's hub prints those itself).
         sys.excepthook = _log_uncaught
         threading.excepthook = _log_thread_uncaught
+        gevent.hub.Hub.print_exception = _log_hub_error
 
 
 def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
     logging.getLogger("actorcast").critical("uncaught exception", exc_info=(kind, exc, tb))
+
+
+def _log_hub_error(hub: Any, context: Any, kind: Any, value: Any, tb: Any) -> None:
+    """In place of gevent's ``Hub.print_exception``: a greenlet or callback that raised, as one ERROR record."""
+    if context is None:
+        where = "the gevent hub"
+    elif isinstance(context, str):
+        where = context
+    else:
+        try:
+            where = hub.format_context(context)
+        except Exception:  # naming the context must not hide the error itself
+            where = repr(context)
+    error = (kind, value, tb) if isinstance(value, BaseException) else None
+    logging.getLogger("actorcast").error("%s failed with %s", where, getattr(kind, "__name__", kind), exc_info=error)
 
 
 def _log_thread_uncaught(args: threading.ExceptHookArgs) -> None:

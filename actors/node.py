@@ -150,9 +150,9 @@ class Node:
             log.debug("worker %d listening on port %d as node %s", self.worker, self.port, self.node_id)
         else:
             scheme = "s" if self._tls is not None else ""
-            metrics = (f"http{'s' if self.metrics_tls else ''}://{self.metrics_host}:{self.metrics_port}/metrics"
+            metrics = (f"on http{'s' if self.metrics_tls else ''}://{self.metrics_host}:{self.metrics_port}/metrics"
                        if self.metrics_port is not None else "off")
-            log.info("actorcast listening on ws%s://%s:%d/app/{key} (metrics on %s)", scheme, self.host, self.port,
+            log.info("actorcast listening on ws%s://%s:%d/app/{key} (metrics %s)", scheme, self.host, self.port,
                      metrics)
         return self
 

@@ -155,9 +155,9 @@ class Supervisor:
             if not started:  # a worker that cannot start, say: undo what started, let the error through
                 self._stop_workers(grace=1.0)
                 self._close()
-        log.info("actorcast listening on ws%s://%s:%d/app/{key} (metrics on %s), %d workers",
+        log.info("actorcast listening on ws%s://%s:%d/app/{key} (metrics %s), %d workers",
                  "s" if self._tls is not None else "", self.host, self.port,
-                 f"http{'s' if metrics_tls else ''}://{self.metrics_host}:{self.metrics_port}/metrics"
+                 f"on http{'s' if metrics_tls else ''}://{self.metrics_host}:{self.metrics_port}/metrics"
                  if self.metrics_port is not None else "off", self.count)
         return self
 

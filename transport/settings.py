@@ -152,9 +152,17 @@ class NodeSettings:
             kwargs["metrics_tls"] = True
         return kwargs
 
+    def secret_warnings(self) -> list[str]:
+        """One line per app whose secret is the well-known default (the zero-config try-out app)."""
+        return [f"app {app.id} (key {app.key}) has the well-known secret {App.secret!r}: anyone who can reach "
+                "the node can sign API calls and private subscriptions for it; fine for a try-out, otherwise set "
+                "ACTORCAST_APP_SECRET (or the app's secret in the config file)"
+                for app in self.apps if app.secret == App.secret]
+
     def to_dict(self, *, mask: bool = True) -> dict[str, Any]:
         """As a config file would say it; ``mask`` hides secrets (app secrets, passwords, header values)."""
         out = {name: getattr(self, name) for name in NODE_RULES}
+        out["log_level"] = self.log_level.lower()  # as the README, --help and the flag say it
         out["apps"] = [app.to_dict() for app in self.apps]
         if mask:
             out["adapter"] = _mask_url(self.adapter)
@@ -213,11 +221,13 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str]) -> tuple[NodeSetti
     path = flags.get("config") or env.get("ACTORCAST_CONFIG") or None
     apps = _read_file(path, layers) if path else None
     _read_flags(flags, layers)
-    if apps is None:
+    if apps is None:  # the default app, as the environment describes it
+        own = [var for var in app_vars if var.endswith(("_APP_ID", "_APP_KEY"))]
+        if own and "secret" not in app_values:
+            # A real app, but with the secret everyone knows: anyone could sign API calls for it.
+            layers.problems.append(f"{' and '.join(own)} set but no secret: an app of your own needs a secret of "
+                                   "its own too, the SDKs sign with it (set ACTORCAST_APP_SECRET)")
         apps = [App(**app_values)] if not layers.problems else []
-        if ("key" in app_values or "id" in app_values) and "secret" not in app_values:
-            layers.warnings.append("the default app has a key or id of its own but the well-known secret "
-                                   "'app-secret': set ACTORCAST_APP_SECRET")
     elif app_vars:
         layers.warnings.append(f"{', '.join(app_vars)} ignored: the config file {path} lists the apps")
     _cross_checks(layers)
@@ -272,28 +282,28 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _read_file(path: str, layers: _Layers) -> list[App] | None:
-    """Read the config file into ``layers``; its apps (None if it lists none, or on errors)."""
+    """Read the config file into ``layers``; its apps (None: it lists none; ``[]``: it is wrong)."""
     where = f"{path}: "
     try:
         with open(path, encoding="utf-8") as f:
             data = json.loads(f.read(), object_pairs_hook=_no_duplicates)
     except OSError as exc:
         layers.problems.append(f"cannot read config {path}: {exc.strerror or exc}")
-        return None
+        return []
     except UnicodeDecodeError as exc:
         layers.problems.append(f"{where}not valid JSON: not UTF-8 text ({exc.reason} at byte {exc.start})")
-        return None
+        return []
     except _Twice as exc:
         layers.problems.append(f"{where}{exc}")
-        return None
+        return []
     except ValueError as exc:
         layers.problems.append(f"{where}not valid JSON: {exc}")
-        return None
+        return []
     if isinstance(data, list):  # a bare list of apps (the old form)
         data = {"apps": data}
     if not isinstance(data, dict):
         layers.problems.append(f'{where}must be a JSON object of settings, with the apps in "apps": [...]')
-        return None
+        return []
     problems: list[Problem] = []
     for key, value in data.items():
         rule = NODE_RULES.get(key)
@@ -309,9 +319,9 @@ def _read_file(path: str, layers: _Layers) -> list[App] | None:
     if apps is not None:
         problems += _apps_problems(apps)
     layers.problems += [p.render(where) for p in problems]
-    if apps is None or problems:
+    if apps is None:
         return None
-    return [App(**item) for item in apps]
+    return [] if problems else [App(**item) for item in apps]
 
 
 def _apps_problems(apps: Any) -> list[Problem]:

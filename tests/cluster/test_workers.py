@@ -34,7 +34,7 @@ from transport.http_signing import sign_request
 TIMEOUT = 10.0
 PARENT_LISTENING = re.compile(
     r"actors\.workers: actorcast listening on ws://(?P<host>[\d.]+):(?P<port>\d+)/app/\S* "
-    r"\(metrics on (?P<metrics>\S+)\), (?P<workers>\d+) workers"
+    r"\(metrics (?:on )?(?P<metrics>\S+)\), (?P<workers>\d+) workers"
 )
 CONNECTIONS = re.compile(r'^actorcast_connections\{app_id="1"\} (\S+)$', re.M)
 OPENED = re.compile(r'^actorcast_connections_opened_total\{app_id="1"\} (\S+)$', re.M)

@@ -20,7 +20,7 @@ import pytest
 from tests.wsclient import PusherClient
 
 REPO = Path(__file__).resolve().parents[2]
-LISTENING = re.compile(r"listening on ws://(?P<host>[\d.]+):(?P<port>\d+)/app/\S* \(metrics on (?P<metrics>\S+)\)")
+LISTENING = re.compile(r"listening on ws://(?P<host>[\d.]+):(?P<port>\d+)/app/\S* \(metrics (?:on )?(?P<metrics>\S+)\)")
 
 
 def handlers_installed(pid: int, *signals: int) -> bool:
@@ -148,7 +148,9 @@ def test_serve_logs_one_line_with_its_address_and_answers_websocket_connects(ser
     with urllib.request.urlopen(match["metrics"], timeout=5) as response:
         assert response.status == 200
         assert b"actorcast_connections" in response.read()
+    node.wait_for(re.compile(r" WARNING actorcast: app 1 \(key app-key\) has the well-known secret 'app-secret'"))
     assert sum("listening" in line for line in node.output) == 1
+    assert sum(" WARNING " in line for line in node.output) == 1  # the try-out app's public secret, once
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -216,7 +218,7 @@ def test_a_port_in_use_exits_with_code_2_and_says_why():
 
 
 def test_env_app_key_is_honoured(serve):
-    port = int(serve(*LOCAL, env={"ACTORCAST_APP_KEY": "env-key"}).wait_ready()["port"])
+    port = int(serve(*LOCAL, env={"ACTORCAST_APP_KEY": "env-key", "ACTORCAST_APP_SECRET": "env-secret"}).wait_ready()["port"])
     with PusherClient.connect(port, key="env-key") as client:
         client.subscribe("news")
     with PusherClient.connect(port, key="app-key", established=False) as client:
@@ -263,9 +265,10 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
         (("start", "--workers", "lots"), {}, "--workers must be a positive number or 'auto'"),
         (("serve",), {"SOKETI_DEFAULT_APP_MAX_CONNS": "many"}, "SOKETI_DEFAULT_APP_MAX_CONNS must be a positive integer"),
         (("serve",), {"ACTORCAST_APP_ENABLED": "nope"}, 'ACTORCAST_APP_ENABLED must be true, false, 1 or 0, not "nope"'),
+        (("serve",), {"ACTORCAST_APP_KEY": "prod-key"}, "ACTORCAST_APP_KEY set but no secret"),
     ],
     ids=["log-level", "port-range", "env-port", "unknown-flag", "no-value", "unknown-command", "workers",
-         "soketi", "env-switch"],
+         "soketi", "env-switch", "env-app-without-secret"],
 )
 def test_each_mistake_is_one_line_with_exit_code_2(args, env, says):
     line = one_error_line(run_actorcast(*args, env=env))
@@ -360,7 +363,8 @@ def test_soketi_variables_reach_the_node_and_an_unsupported_one_is_warned_about_
 def test_actorcast_variables_win_over_soketi_s_and_reach_the_node(serve):
     port = free_port()
     env = {"SOKETI_PORT": "1", "ACTORCAST_PORT": str(port), "ACTORCAST_METRICS_PORT": "-1",
-           "SOKETI_DEFAULT_APP_KEY": "soketi-key", "ACTORCAST_APP_KEY": "env-key", "ACTORCAST_APP_ENABLED": "0"}
+           "SOKETI_DEFAULT_APP_KEY": "soketi-key", "ACTORCAST_APP_KEY": "env-key", "ACTORCAST_APP_ENABLED": "0",
+           "SOKETI_DEFAULT_APP_SECRET": "soketi-secret"}
     assert int(serve("--host", "127.0.0.1", env=env).wait_ready()["port"]) == port
     codes = []
     for key in ("env-key", "soketi-key"):
@@ -389,6 +393,7 @@ def test_config_check_prints_the_resolved_settings_with_secrets_masked(tmp_path)
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
     assert (shown["port"], shown["shutdown_grace"], shown["log_format"]) == (7010, 9.0, "json")
+    assert shown["log_level"] == "info"  # as a config file would say it
     assert shown["apps"][0]["key"] == "cfg-key" and "s3cret" not in result.stdout
     bad = tmp_path / "bad.json"
     bad.write_text('{"apps": [{"key": "k", "enabled": "false"}]}')

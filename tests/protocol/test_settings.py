@@ -141,7 +141,8 @@ def test_the_file_s_apps_replace_the_default_app_and_the_environment_s(tmp_path)
 
 
 def test_a_file_without_apps_keeps_the_environment_s_default_app(tmp_path):
-    settings, _ = resolve({"config": write(tmp_path, {"port": 7000})}, {"ACTORCAST_APP_KEY": "env-key"})
+    env = {"ACTORCAST_APP_KEY": "env-key", "ACTORCAST_APP_SECRET": "env-secret"}
+    settings, _ = resolve({"config": write(tmp_path, {"port": 7000})}, env)
     assert settings.port == 7000 and settings.apps[0].key == "env-key"
 
 
@@ -322,11 +323,29 @@ def test_the_readme_settings_table_lists_every_setting_with_its_flag_key_and_var
     assert dataclasses.fields(NodeSettings)[-1].name == "apps"
 
 
-def test_a_default_app_with_its_own_key_but_the_well_known_secret_is_warned_about():
-    _, warnings = resolve({}, {"ACTORCAST_APP_KEY": "prod-key"})
-    assert warnings == ["the default app has a key or id of its own but the well-known secret 'app-secret': "
-                        "set ACTORCAST_APP_SECRET"]
-    assert resolve({}, {"ACTORCAST_APP_KEY": "prod-key", "SOKETI_DEFAULT_APP_SECRET": "s"})[1] == []
+def test_a_default_app_with_its_own_key_or_id_but_no_secret_is_an_error_naming_the_variables():
+    assert problems(env={"ACTORCAST_APP_KEY": "prod-key"}) == [
+        "ACTORCAST_APP_KEY set but no secret: an app of your own needs a secret of its own too, the SDKs sign "
+        "with it (set ACTORCAST_APP_SECRET)"]
+    assert problems(env={"SOKETI_DEFAULT_APP_ID": "7", "ACTORCAST_APP_KEY": "k"})[0].startswith(
+        "ACTORCAST_APP_KEY and SOKETI_DEFAULT_APP_ID set but no secret")
+    assert resolve({}, {"ACTORCAST_APP_KEY": "prod-key", "SOKETI_DEFAULT_APP_SECRET": "s"})[0].apps[0].secret == "s"
+    assert resolve({}, {"ACTORCAST_APP_MAX_CONNECTIONS": "5"})[0].apps[0].key == "app-key"  # still the try-out app
+
+
+def test_a_wrong_config_file_s_apps_leave_the_environment_s_app_unjudged(tmp_path):
+    config = write(tmp_path, {"apps": [{"id": "1", "key": "k", "enabled": "no"}]})
+    assert [line.split(": ")[1] for line in problems({"config": config}, {"ACTORCAST_APP_KEY": "env-key"})] == [
+        "apps[0].enabled must be true or false, not \"no\"", "apps[0].secret"]
+
+
+def test_apps_with_the_well_known_secret_are_named_in_a_warning(tmp_path):
+    (line,) = resolve({}, {})[0].secret_warnings()
+    assert line.startswith("app 1 (key app-key) has the well-known secret 'app-secret': anyone who can reach")
+    config = write(tmp_path, {"apps": [{"id": "2", "key": "k2", "secret": "app-secret"},
+                                       {"id": "3", "key": "k3", "secret": "s3"}]})
+    assert [line.split(" has ")[0] for line in resolve({"config": config}, {})[0].secret_warnings()] == [
+        "app 2 (key k2)"]
 
 
 def test_every_field_of_app_limits_and_node_settings_has_its_rule():

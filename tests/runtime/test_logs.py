@@ -9,6 +9,8 @@ import sys
 import threading
 import warnings
 
+import gevent
+import gevent.hub
 import pytest
 
 from actors.logs import configure_logging
@@ -18,7 +20,7 @@ from actors.logs import configure_logging
 def stream():
     """Logging configured into a buffer for the test; the root logger restored afterwards."""
     root = logging.getLogger()
-    saved = (list(root.handlers), root.level, sys.excepthook, threading.excepthook)
+    saved = (list(root.handlers), root.level, sys.excepthook, threading.excepthook, gevent.hub.Hub.print_exception)
     buffer = io.StringIO()
     yield buffer
     for handler in list(root.handlers):
@@ -26,7 +28,7 @@ def stream():
     for handler in saved[0]:
         root.addHandler(handler)
     root.setLevel(saved[1])
-    sys.excepthook, threading.excepthook = saved[2], saved[3]
+    sys.excepthook, threading.excepthook, gevent.hub.Hub.print_exception = saved[2], saved[3], saved[4]
     logging.captureWarnings(False)
 
 
@@ -43,6 +45,23 @@ def test_json_is_one_object_per_line_with_the_extra_fields(stream):
     assert record["message"] == "refused a client"
     assert (record["app_id"], record["code"]) == ("1", 4001)
     assert record["time"].endswith("Z") and "T" in record["time"]
+
+
+def test_json_lines_start_with_time_level_logger_message_then_the_record_s_fields(stream):
+    configure_logging("INFO", "json", stream=stream)
+    logging.getLogger("actors.node").info("refused", extra={"code": 4001, "level": "not this one"})
+    record = json.loads(lines(stream)[0])
+    assert list(record) == ["time", "level", "logger", "message", "code"] and record["level"] == "INFO"
+
+
+def test_a_greenlet_that_dies_of_a_bug_is_one_json_error_line(stream):
+    configure_logging("INFO", "json", stream=stream)
+    greenlet = gevent.spawn(lambda: 1 / 0)
+    greenlet.join(timeout=5)
+    (line,) = lines(stream)
+    record = json.loads(line)
+    assert record["level"] == "ERROR" and "failed with ZeroDivisionError" in record["message"]
+    assert "ZeroDivisionError: division by zero" in record["exception"]
 
 
 def test_a_traceback_stays_on_its_one_json_line(stream):
