@@ -2,8 +2,9 @@
 
 It takes the same flags as ``actorcast serve`` and its parent's environment:
 ``ACTORCAST_WORKER_ID`` (1..N), ``ACTORCAST_BUS_SOCKET`` (the parent's relay),
-``ACTORCAST_READY_FD`` (a pipe: one line once the node listens) and
-``ACTORCAST_SUPERVISOR_PID``. It runs one node on the shared port until
+``ACTORCAST_READY_FD`` (a pipe: one line once the node listens),
+``ACTORCAST_WORKER_PEERS`` (how many other workers it must have met before it
+listens) and ``ACTORCAST_SUPERVISOR_PID``. It runs one node on the shared port until
 SIGTERM/SIGINT, or until its parent is gone (an orphan would keep serving a
 port nobody supervises), then drains and exits 0.
 """
@@ -39,7 +40,9 @@ def cluster_options(settings: NodeSettings, env: dict[str, str]) -> dict[str, An
     A worker of a node that has an adapter of its own (Redis) uses that
     instead of the parent's bus, like any other node.
     """
-    options: dict[str, Any] = {"metrics_port": None, "reuse_port": True}
+    # It listens only once it has met the workers its parent runs (ACTORCAST_WORKER_PEERS).
+    options: dict[str, Any] = {"metrics_port": None, "reuse_port": True,
+                               "expect_peers": int(env.get("ACTORCAST_WORKER_PEERS") or 0)}
     number = env.get("ACTORCAST_WORKER_ID", "")
     if number.isascii() and number.isdigit():  # shown by GET /usage
         options["worker"] = int(number)

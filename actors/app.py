@@ -30,6 +30,7 @@ from transport.frames import text_frame, text_of_frame
 from transport.presence import RemotePresence
 
 from .app_cluster import ClusterShare
+from .app_counts import CountShare
 from .app_webhooks import RemoteOccupancy, WebhookShare
 from .channel import ChannelActor
 from .cluster import Cluster
@@ -79,7 +80,7 @@ class _Entry:
         self.leaving: list[str] | None = None  # disconnected sockets whose leave is not sent yet
 
 
-class AppActor(WebhookShare, ClusterShare, GeventActor):
+class AppActor(WebhookShare, ClusterShare, CountShare, GeventActor):
     """The channel directory of one app on this node."""
 
     def __init__(
@@ -120,12 +121,12 @@ class AppActor(WebhookShare, ClusterShare, GeventActor):
     def on_receive(self, message: Any) -> Any:
         kind = type(message)
         if kind is PublishFrames:
-            self.publish_frames(message.frames, message.except_socket_id, message.started)
+            self.publish_frames(message.frames, message.except_socket_id, message.started, True)
         elif kind is Publish:
             self.publish(message)
         elif kind is RemotePublish:
             frames = tuple((name, text_frame(event)) for name, event in message.frames)
-            self.publish_frames(frames, message.except_socket_id, time.monotonic())
+            self.publish_frames(frames, message.except_socket_id, time.monotonic(), False)
         elif kind is LocalMember:
             self._local_member(message)
         elif kind is RemoteMember:
@@ -139,6 +140,7 @@ class AppActor(WebhookShare, ClusterShare, GeventActor):
         elif kind is NodeGone:
             self._remote_changes(self.remote.drop_node(message.node))
             self._occupancy_node_gone(message.node)
+            self._counts_node_gone(message.node)
         elif kind is RemoteOccupancy:
             self._remote_occupancy(message)
         elif kind is wire.WebhookLog:
@@ -158,6 +160,7 @@ class AppActor(WebhookShare, ClusterShare, GeventActor):
                 before = entry.subscriptions
                 entry.subscriptions, entry.users = message.subscriptions, message.users
                 self._local_occupancy(message.channel, before, message.subscriptions)
+                self._count_moved(message.channel, before, message.subscriptions)
         elif kind is ChannelEmpty:
             self._retire(message)
         elif kind is Connected:
@@ -198,31 +201,27 @@ class AppActor(WebhookShare, ClusterShare, GeventActor):
                 self._send_leaves()  # the burst is over (or was one disconnect): send what is held
 
     def publish(self, message: Publish) -> None:
-        """Encode the event once per channel and hand the frame to its actor."""
-        for name in message.channels:
-            if name not in self.channels and names.is_cache_channel(name):
-                self._channel(name, create=True)  # keeps the event for later subscribers
-        targets = [(name, self.channels[name]) for name in message.channels if name in self.channels]
-        self._next_broadcast += 1
-        bid = self._next_broadcast
-        if not targets:
-            return
-        tell_if_alive(self.metrics, FanoutStarted(self.app.id, bid, len(targets), message.started))
-        for name, _ in targets:
-            frame = protocol.event_frame(name, message.event, message.data, message.user_id)
-            self._forward(name, Broadcast(frame, message.except_socket_id, bid, message.started))
+        """Encode the event once per channel, then as :meth:`publish_frames` (accepted here)."""
+        frames = tuple((name, protocol.event_frame(name, message.event, message.data, message.user_id))
+                       for name in message.channels)
+        self.publish_frames(frames, message.except_socket_id, message.started, True)
 
-    def publish_frames(self, frames: Sequence[tuple[str, bytes]], except_socket_id: str | None, started: float) -> None:
-        """Hand each channel its finished frame (encoded once, at the edge or by the origin node)."""
+    def publish_frames(self, frames: Sequence[tuple[str, bytes]], except_socket_id: str | None, started: float,
+                       accepted: bool) -> None:
+        """Hand each channel its finished frame (encoded once, at the edge or by the origin node).
+
+        ``accepted``: this node accepted the publish, so it counts it (once for
+        the cluster) and times its fan-out from the call, even with no
+        subscriber here; a publish from another node is timed from its arrival.
+        """
         for name, _ in frames:
             if name not in self.channels and names.is_cache_channel(name):
                 self._channel(name, create=True)  # keeps the event for later subscribers
         targets = [(name, frame) for name, frame in frames if name in self.channels]
         self._next_broadcast += 1
         bid = self._next_broadcast
-        if not targets:
-            return
-        tell_if_alive(self.metrics, FanoutStarted(self.app.id, bid, len(targets), started))
+        if targets or accepted:
+            tell_if_alive(self.metrics, FanoutStarted(self.app.id, bid, len(targets), started, accepted))
         for name, frame in targets:
             self._forward(name, Broadcast(frame, except_socket_id, bid, started))
 
@@ -320,6 +319,7 @@ class AppActor(WebhookShare, ClusterShare, GeventActor):
         if entry is not None and entry.ref is message.ref:  # not a fresh actor started since
             del self.channels[message.channel]
             self._local_occupancy(message.channel, entry.subscriptions, 0)  # its subscribers come back (or not)
+            self._count_moved(message.channel, entry.subscriptions, 0)
         log.error(
             "channel actor %s of app %s died: %s; %d subscribers closed with 4200 to resubscribe",
             message.channel, self.app.id, message.reason, len(message.socket_ids),
@@ -374,6 +374,7 @@ class AppActor(WebhookShare, ClusterShare, GeventActor):
             return
         before, entry.subscriptions, entry.users = entry.subscriptions, 0, 0  # an empty channel reports no counts
         self._local_occupancy(message.channel, before, 0)
+        self._count_moved(message.channel, before, 0)
         if entry.joins == message.joins:
             del self.channels[message.channel]
             entry.ref.stop(block=False)

@@ -33,6 +33,8 @@ class ClusterShare:
     # and the app actor's methods:
     _forward: Callable[[str, Any], None]
     _send_leaves: Callable[[], None]
+    occupied_channels: Callable[[], list[str]]
+    local_subscription_counts: Callable[[], dict[str, int] | None]
 
     def _local_member(self, message: LocalMember) -> None:
         members = self.local_members.setdefault(message.channel, {})
@@ -58,6 +60,10 @@ class ClusterShare:
     def local_presence(self) -> dict[str, dict[str, Any]]:
         """This node's presence members, {channel: {user_id: user_info}} (for a Sync)."""
         return {name: dict(members) for name, members in self.local_members.items()}
+
+    def sync_state(self) -> tuple[dict[str, dict[str, Any]], list[str], dict[str, int] | None]:
+        """What a sync tells the other nodes: presence members, occupied channels, subscription counts."""
+        return self.local_presence(), self.occupied_channels(), self.local_subscription_counts()
 
     def presence_users(self, channel: str) -> list[str]:
         """The ids of a presence channel's members on every node, from the replicas."""

@@ -38,6 +38,7 @@ from .messages import (
     Relay,
     RemoteChanges,
     Sent,
+    SubscriptionCount,
 )
 from .refs import AppRef, MetricsRef, WebhookRef
 from .runtime import Timer, call_later, tell_if_alive
@@ -50,11 +51,10 @@ log = logging.getLogger(__name__)
 
 CACHE_TTL_SECONDS = 30 * 60
 _ABSENT = object()
-SUBSCRIPTION_COUNT_INTERVAL = 1.0
 
 
 class _Tick:
-    """A timer of this channel fired (cache expiry, subscription count)."""
+    """A timer of this channel fired (cache expiry)."""
 
     __slots__ = ("what",)
 
@@ -109,7 +109,7 @@ class ChannelActor(SharedLoopActor):
         webhooks: WebhookRef | None = None,
     ) -> None:
         super().__init__()
-        self.webhooks = webhooks  # the app's WebhookActor (cache_miss, subscription_count), or None
+        self.webhooks = webhooks  # the app's WebhookActor (cache_miss), or None
         # Presence: users present on other nodes (user_id -> user_info), kept
         # up to date by the app actor's replica (RemoteChanges).
         self.remote_users: dict[str, Any] = dict(remote_users or {})
@@ -127,8 +127,6 @@ class ChannelActor(SharedLoopActor):
         self.cache = names.is_cache_channel(name)
         self.cached: bytes | None = None
         self._cache_timer: Timer | None = None
-        self._count_timer: Timer | None = None
-        self._count_sent = 0
         self._succeeded = protocol.event_frame(name, "pusher_internal:subscription_succeeded", {})
 
     def on_receive(self, message: Any) -> Any:
@@ -149,6 +147,9 @@ class ChannelActor(SharedLoopActor):
             self.remote_changed(message.changes)
         elif kind is _Rest:
             self._deliver_rest(message)
+        elif kind is SubscriptionCount:  # the cluster's count (the app actor throttles it)
+            data = {"subscription_count": message.total}
+            self._fan_out(protocol.event_frame(self.name, "pusher_internal:subscription_count", data))
         elif kind is _Tick:
             self._tick(message.what)
         else:
@@ -156,9 +157,8 @@ class ChannelActor(SharedLoopActor):
         return None
 
     def on_stop(self) -> None:
-        for timer in (self._cache_timer, self._count_timer):
-            if timer is not None:
-                timer.kill(block=False)
+        if self._cache_timer is not None:
+            self._cache_timer.kill(block=False)
 
     def on_died(self, reason: str) -> None:
         """Died of a bug: tell the app actor who was subscribed, so it can have them resubscribe."""
@@ -235,7 +235,6 @@ class ChannelActor(SharedLoopActor):
             self._send(offer, self.cached or protocol.event_frame(self.name, "pusher:cache_miss", {}))
             if self.cached is None and self.webhooks is not None:
                 tell_if_alive(self.webhooks, Hook(webhooks.cache_miss(self.name)))
-        self._count_changed()
 
     def _add_member(self, socket_id: str, member: auth.PresenceMember, offer: Offer) -> bool:
         entry = self.members.get(member.user_id)
@@ -312,7 +311,6 @@ class ChannelActor(SharedLoopActor):
     def _left(self) -> None:
         if self.offers or self.cached is not None:
             self._report()
-            self._count_changed()
         else:
             self._maybe_empty()  # "empty" says the counts too: one message, not two
 
@@ -372,12 +370,6 @@ class ChannelActor(SharedLoopActor):
             self._cache_timer.kill(block=False)
         self._cache_timer = call_later(CACHE_TTL_SECONDS, self._tell_tick, "cache")
 
-    def _count_changed(self) -> None:
-        # Throttled: a burst of joins yields one update, not one per join
-        # (one per join would make a big channel's joins cost O(N^2) frames).
-        if self.app.enable_subscription_count and not self.presence and self._count_timer is None:
-            self._count_timer = call_later(SUBSCRIPTION_COUNT_INTERVAL, self._tell_tick, "count")
-
     def _tell_tick(self, what: str) -> None:
         tell_if_alive(self.actor_ref, _Tick(what))
 
@@ -385,14 +377,3 @@ class ChannelActor(SharedLoopActor):
         if what == "cache":
             self.cached, self._cache_timer = None, None
             self._maybe_empty()
-        elif what == "count":
-            self._count_timer = None
-            if self.offers and len(self.offers) != self._count_sent:
-                self._count_sent = len(self.offers)
-                if self.webhooks is not None:
-                    tell_if_alive(self.webhooks, Hook(webhooks.subscription_count(self.name, len(self.offers))))
-                self._fan_out(
-                    protocol.event_frame(
-                        self.name, "pusher_internal:subscription_count", {"subscription_count": len(self.offers)}
-                    )
-                )

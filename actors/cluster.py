@@ -20,6 +20,10 @@ Heartbeats also count how long each node has known the cluster's state
 (``transport.webhook_ledger.Seniority``): the webhook leader is chosen by it.
 A node that does not hear even its own heartbeat for as long asks its bus
 to reconnect (a half-open connection).
+
+Its own publishes come back to a node in the bus's order and are delivered
+there then (``publish``), so every node sees one publisher's events in the
+same order. Connection quotas are ``actors.cluster_quota``.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from transport.webhook_ledger import Seniority
 
 from .app_webhooks import RemoteOccupancy
 from .bus import Bus, BusDown, NoBus, describe
-from .messages import NodeGone, RemoteMember, RemotePublish, RemoteSync, TerminateUser
+from .cluster_quota import Quota
+from .messages import NodeGone, RemoteCounts, RemoteMember, RemotePublish, RemoteSync, TerminateUser
 from .runtime import call_later, proxy_of, tell_if_alive
 
 __all__ = ["Cluster", "DEAD_AFTER"]
@@ -47,8 +52,7 @@ __all__ = ["Cluster", "DEAD_AFTER"]
 log = logging.getLogger(__name__)
 
 DEAD_AFTER = 3  # heartbeat intervals of silence after which a node is dead
-ADMIT_TIMEOUT = 1.0  # how long a connect waits for the cluster's yes or no
-RELEASE_BATCH_SECONDS = 0.05  # closes told to the others at most this often
+MEET_PEERS_SECONDS = 10.0  # how long meet() waits for the peers a node expects
 
 
 class Cluster:
@@ -79,17 +83,13 @@ class Cluster:
         self._request_ids = itertools.count()
         self._timer: Any = None
         self._running = False
-        #: Our own publishes on the bus that have not come back yet (shutdown waits for them).
-        self.publishes_in_flight = 0
+        # Our own publishes on the bus that have not come back yet: seq ->
+        # (when handed over, how to deliver it here). Shutdown waits for them.
+        self._own: dict[int, tuple[float, Callable[[], None]]] = {}
+        self._publish_seqs = itertools.count(1)
         self._synced = False  # presence exchanged since the bus last (re)connected
-        # Connection quotas across the cluster: every node's admitted count per
-        # app, decided in the bus's one order (see admit), and this node's own.
-        self.apps = apps
-        self._counts: dict[str, dict[str, int]] = {}
-        self._mine: dict[str, int] = {}
-        self._tickets: dict[str, gevent.event.AsyncResult] = {}
-        self._releasing: dict[str, int] = {}
-        self._release_timer: Any = None
+        self._synced_from: dict[str, set[str]] = {}  # peer -> the apps whose Sync it sent us
+        self.quota = Quota(node_id, apps, self.send)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -144,22 +144,57 @@ class Cluster:
             return done
         return self.bus.publish(wire.encode(message))
 
-    def publish(self, message: wire.Publish, deliver_here: Callable[[], None]) -> gevent.event.AsyncResult:
-        """Put our own publish on the bus; we deliver it when it comes back (in the bus's order).
+    @property
+    def publishes_in_flight(self) -> int:
+        """Our own publishes on the bus that have not come back yet."""
+        return len(self._own)
 
-        If the bus refuses it, ``deliver_here()`` runs at once: this node's
-        clients still get it (the others miss it: at most once, as Pusher).
+    def publish(self, message: wire.Publish, deliver_here: Callable[[], None]) -> gevent.event.AsyncResult:
+        """Put our own publish on the bus; ``deliver_here()`` runs when it comes back (in the bus's order).
+
+        It runs exactly once: when the bus brings the publish back, or at once
+        if the bus refuses it (this node's clients still get it; the others
+        miss it: at most once, as Pusher), or late if the bus lost it (it did
+        not come back within ``DEAD_AFTER`` heartbeat intervals).
         """
-        self.publishes_in_flight += 1
-        handed = self.send(message)
+        seq = next(self._publish_seqs)
+        self._own[seq] = (time.monotonic(), deliver_here)
+        handed = self.send(message._replace(seq=seq))
 
         def refused(result: gevent.event.AsyncResult) -> None:
             if not result.successful():
-                self.publishes_in_flight -= 1
-                deliver_here()
+                self._deliver_own(seq)
 
         handed.rawlink(refused)
         return handed
+
+    def _deliver_own(self, seq: int) -> None:
+        own = self._own.pop(seq, None)  # 0 (a client event) or delivered already: nothing to do
+        if own is not None:
+            own[1]()
+
+    def synced_peers(self) -> int:
+        """How many live peers sent us their state (a Sync for every app of ours) since we joined."""
+        apps = set(self.app_actors)
+        return sum(1 for node, synced in self._synced_from.items() if node in self.peers and synced >= apps)
+
+    def meet(self, expected: int) -> None:
+        """Wait (on the hub, bounded by ``MEET_PEERS_SECONDS``) until ``expected`` peers sent their state."""
+        deadline = time.monotonic() + MEET_PEERS_SECONDS
+        while not self.solo and self.synced_peers() < expected:
+            if time.monotonic() >= deadline:
+                log.warning("met %d of the %d other nodes expected within %.0f s; listening all the same",
+                            self.synced_peers(), expected, MEET_PEERS_SECONDS)
+                return
+            gevent.sleep(0.005)  # bus deliveries run meanwhile: they are what is waited for
+
+    def admit(self, app: Any) -> bool:
+        """Admit one connection of ``app`` cluster-wide (see ``actors.cluster_quota``)."""
+        return self.quota.admit(app)
+
+    def release(self, app_id: str) -> None:
+        """One admitted connection of ``app_id`` closed here."""
+        self.quota.release(app_id)
 
     def request(self, app_id: str, query: str, params: dict[str, Any]) -> list[Any]:
         """Ask every other live node; their answers within ``request_timeout`` (blocks this greenlet).
@@ -195,14 +230,13 @@ class Cluster:
         origin = message.origin
         now = time.monotonic()
         if isinstance(message, (wire.Admit, wire.Release, wire.Count)):
-            self._quota_message(message)  # our own too: every node applies the stream in one order
+            self.quota.apply(message)  # our own too: every node applies the stream in one order
             if origin == self.node_id:
                 return
         elif origin == self.node_id:
             self._heard_self = now
             if isinstance(message, wire.Publish):  # our own publish, back in the bus's order: delivered here now
-                self.publishes_in_flight = max(self.publishes_in_flight - 1, 0)
-                self._to_app(message.app_id, RemotePublish(message.frames, message.except_socket_id))
+                self._deliver_own(message.seq)
             return
         if isinstance(message, wire.Bye):
             self._drop(origin, "stopped")
@@ -217,14 +251,17 @@ class Cluster:
                                                       message.joined))
         elif isinstance(message, wire.Occupancy):
             self._to_app(message.app_id, RemoteOccupancy(origin, message.channel, message.occupied))
+        elif isinstance(message, wire.SubscriptionCounts):
+            self._to_app(message.app_id, RemoteCounts(origin, message.counts, message.snapshot))
         elif isinstance(message, wire.Sync):
             if message.target == self.node_id:
                 self.seniority.answered()  # the sender was here before us
             if message.target in ("", self.node_id):
                 self._to_app(message.app_id, RemoteSync(origin, message.members))
+                self._synced_from.setdefault(origin, set()).add(message.app_id)
         elif isinstance(message, wire.SyncRequest):
             gevent.spawn(self._answer_sync, origin)
-            self._send_counts()
+            self.quota.send_counts()
         elif isinstance(message, wire.TerminateUser):
             self._to_app(message.app_id, TerminateUser(message.user_id))
         elif isinstance(message, wire.Request):
@@ -244,18 +281,16 @@ class Cluster:
     def _answer_sync(self, target: str) -> None:
         for app_id, ref in list(self.app_actors.items()):
             try:
-                members = proxy_of(ref).local_presence().get(timeout=5)
+                members, occupied, counts = proxy_of(ref).sync_state().get(timeout=5)
             except Exception as exc:  # noqa: BLE001 - a dead or restarting app actor: that app sends nothing
                 log.debug("no presence sync for app %s: %r", app_id, exc)
                 continue
-            self.send(wire.Sync(self.node_id, target, app_id, members))
-            try:
-                occupied = proxy_of(ref).occupied_channels().get(timeout=5)
-            except Exception as exc:  # noqa: BLE001 - as above
-                log.debug("no occupancy sync for app %s: %r", app_id, exc)
-                continue
             for channel in occupied:  # a node that joins or reconnects learns what is occupied
                 self.send(wire.Occupancy(self.node_id, app_id, channel, True))
+            if counts is not None:  # and how many subscribe where (apps with subscription counts)
+                self.send(wire.SubscriptionCounts(self.node_id, app_id, counts, True))
+            # The Sync goes last: once it arrives, the asker has all of this app's state.
+            self.send(wire.Sync(self.node_id, target, app_id, members))
 
     def _answer(self, message: wire.Request) -> None:
         ref = self.app_actors.get(message.app_id)
@@ -290,6 +325,10 @@ class Cluster:
         for node, seen in list(self.peers.items()):
             if now - seen > limit:
                 self._drop(node, f"silent for {now - seen:.1f} s")
+        for seq, (handed, _) in list(self._own.items()):
+            if now - handed > limit:  # the bus took it but lost it: late here beats never
+                log.debug("own publish %d did not come back from the bus in %.1f s; delivered here", seq, now - handed)
+                self._deliver_own(seq)
         if now - self._heard_self > limit and hasattr(self.bus, "reconnect"):
             log.warning("not even our own heartbeat came back for %.1f s: reconnecting the bus", now - self._heard_self)
             self._heard_self = now
@@ -302,7 +341,7 @@ class Cluster:
             self.seniority.rejoined()  # what we knew may be stale: we count as new
             self.send(wire.SyncRequest(self.node_id))
             gevent.spawn(self._answer_sync, "")
-            self._send_counts()
+            self.quota.send_counts()
         elif not connected:
             self._synced = False
         self.send(wire.Heartbeat(self.node_id, self.seniority.next_count(self._synced)))
@@ -318,78 +357,7 @@ class Cluster:
             waiting.discard(node)
             if not waiting:
                 done.set()
-        for counts in self._counts.values():
-            counts.pop(node, None)  # its connections stop counting against quotas
+        self._synced_from.pop(node, None)
+        self.quota.node_gone(node)  # its connections stop counting against quotas
         for ref in list(self.app_actors.values()):
             tell_if_alive(ref, NodeGone(node))
-
-    # --- connection quotas ---------------------------------------------------------------
-    #
-    # Exact across the cluster without a lock or a leader: a node that wants to
-    # admit a connection puts an Admit on the bus and waits for it to come
-    # back. Every node sees the bus in the same order (one Redis channel, one
-    # relay) and applies the same rule at that point of the stream: admitted
-    # while the cluster's count is under the quota. Closes are Releases; a node
-    # that (re)joins tells its count; a dead node's count is dropped.
-
-    def admit(self, app: Any) -> bool:
-        """Admit one connection of ``app`` cluster-wide (blocks this greenlet, bounded)."""
-        ticket = f"{self.node_id}:{next(self._request_ids)}"
-        decided = gevent.event.AsyncResult()
-        self._tickets[ticket] = decided
-        try:
-            self.send(wire.Admit(self.node_id, app.id, ticket)).get(timeout=ADMIT_TIMEOUT)
-            return bool(decided.get(timeout=ADMIT_TIMEOUT))
-        except (BusDown, gevent.Timeout):
-            # The bus is down: decide from what we know, and keep count for
-            # when it is back (we tell our count on reconnecting).
-            counts = self._counts.setdefault(app.id, {})
-            if sum(counts.values()) >= app.max_connections:
-                return False
-            counts[self.node_id] = counts.get(self.node_id, 0) + 1
-            self._mine[app.id] = self._mine.get(app.id, 0) + 1
-            return True
-        finally:
-            self._tickets.pop(ticket, None)
-
-    def release(self, app_id: str) -> None:
-        """One admitted connection of ``app_id`` closed here (batched onto the bus)."""
-        self._mine[app_id] = max(self._mine.get(app_id, 0) - 1, 0)
-        self._releasing[app_id] = self._releasing.get(app_id, 0) + 1
-        if self._release_timer is None:
-            self._release_timer = call_later(RELEASE_BATCH_SECONDS, self._send_releases)
-
-    def _send_releases(self) -> None:
-        self._release_timer = None
-        releasing, self._releasing = self._releasing, {}
-        for app_id, count in releasing.items():
-            self.send(wire.Release(self.node_id, app_id, count))
-
-    def _send_counts(self) -> None:
-        for app_id, count in self._mine.items():
-            self.send(wire.Count(self.node_id, app_id, count))
-
-    def _quota_message(self, message: wire.Admit | wire.Release | wire.Count) -> None:
-        app = self.apps.by_id(message.app_id) if self.apps is not None else None
-        if app is None or app.max_connections is None:
-            return
-        counts = self._counts.setdefault(app.id, {})
-        origin = message.origin
-        if isinstance(message, wire.Count):
-            # A count is the sender's view when it sent it, which may lag its own
-            # Admits already in the stream: it only seeds a node we knew nothing of.
-            counts.setdefault(origin, message.seq)
-        elif isinstance(message, wire.Release):
-            counts[origin] = max(counts.get(origin, 0) - message.seq, 0)
-        else:
-            admitted = sum(counts.values()) < app.max_connections
-            if admitted:
-                counts[origin] = counts.get(origin, 0) + 1
-            if origin == self.node_id:
-                if admitted:
-                    self._mine[app.id] = self._mine.get(app.id, 0) + 1
-                decided = self._tickets.get(message.request_id)
-                if decided is not None:
-                    decided.set(admitted)
-                elif admitted:
-                    self.release(app.id)  # the asker gave up waiting: give the place back

@@ -18,6 +18,8 @@ __all__ = [
     "RemotePublish",
     "RemoteMember",
     "RemoteChanges",
+    "RemoteCounts",
+    "SubscriptionCount",
     "PublishFrames",
     "NodeGone",
     "LocalMember",
@@ -73,7 +75,7 @@ class PublishFrames(NamedTuple):
 
     frames: tuple[tuple[str, bytes], ...]  # (channel, WebSocket frame)
     except_socket_id: str | None
-    started: float  # monotonic time of the call on this node, for the fan-out histogram
+    started: float  # monotonic time of the call on this node (it accepted it), for the fan-out histogram
 
 
 class RemotePublish(NamedTuple):
@@ -98,6 +100,14 @@ class RemoteSync(NamedTuple):
 
     node: str
     members: dict[str, dict[str, Any]]
+
+
+class RemoteCounts(NamedTuple):
+    """Another node's own subscriber counts of some channels (``snapshot``: of all its channels)."""
+
+    node: str
+    counts: dict[str, int]
+    snapshot: bool
 
 
 class NodeGone(NamedTuple):
@@ -215,6 +225,12 @@ class Broadcast(NamedTuple):
     started: float
 
 
+class SubscriptionCount(NamedTuple):
+    """Tell the channel's subscribers its cluster-wide subscription count."""
+
+    total: int
+
+
 class RemoteChanges(NamedTuple):
     """To a presence channel: users now present (or gone) on other nodes."""
 
@@ -278,12 +294,17 @@ class Timed(NamedTuple):
 
 
 class FanoutStarted(NamedTuple):
-    """A broadcast went to ``channels`` channel actors."""
+    """A broadcast went to ``channels`` channel actors (maybe none).
+
+    ``accepted``: this node accepted the publish (``started`` is the call's
+    time); otherwise it came from another node (``started`` is its arrival).
+    """
 
     app_id: str
     broadcast_id: int
     channels: int
     started: float
+    accepted: bool = True
 
 
 class FanoutDone(NamedTuple):

@@ -5,11 +5,19 @@ never one per delivery); it adds them up in plain ints and pushes the totals
 to prometheus-client every ``flush_interval`` seconds, or when asked to
 ``flush`` (the /metrics endpoint asks before every scrape, so a scrape is
 exact).
+
+On a cluster (workers behind one /metrics, or nodes) every count means what
+its help says for the whole: a broadcast is counted once, by the node that
+accepted it, which also makes the one fan-out observation; the other nodes
+time their share of the fan-out in a histogram of their own
+(``actorcast_remote_fanout_seconds``); messages are counted where they are
+written to a socket.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -32,7 +40,7 @@ COUNTERS = {
     "opened": ("actorcast_connections_opened", "Connections accepted"),
     "closed": ("actorcast_connections_closed", "Connections closed"),
     "dropped": ("actorcast_messages_dropped", "Messages dropped for slow or closed clients"),
-    "broadcasts": ("actorcast_broadcasts", "Events published to channels"),
+    "broadcasts": ("actorcast_broadcasts", "Events published to channels (counted by the node that accepted them)"),
     "webhooks_sent": ("actorcast_webhooks_sent", "Webhook events delivered (answered 2xx/3xx)"),
     "webhooks_failed": ("actorcast_webhooks_failed", "Webhook events given up (4xx, or retries exhausted)"),
     "webhooks_retried": ("actorcast_webhooks_retried", "Webhook POSTs attempted again"),
@@ -66,7 +74,14 @@ class MetricsActor(GeventActor):
         )
         self._fanout = Histogram(
             "actorcast_broadcast_fanout_seconds",
-            "Time from a broadcast call to the last channel actor finishing its fan-out",
+            "Time from a broadcast call to the last channel actor of the node that accepted it finishing its fan-out",
+            ["app_id"],
+            buckets=FANOUT_BUCKETS,
+            registry=self.registry,
+        )
+        self._remote_fanout = Histogram(
+            "actorcast_remote_fanout_seconds",
+            "Time from a broadcast's arrival from another node to the last channel actor here finishing its fan-out",
             ["app_id"],
             buckets=FANOUT_BUCKETS,
             registry=self.registry,
@@ -78,7 +93,7 @@ class MetricsActor(GeventActor):
         self._observed: list[tuple[str, str, float]] = []
         self._pending: defaultdict[tuple[str, str], int] = defaultdict(int)
         self._totals: defaultdict[tuple[str, str], int] = defaultdict(int)
-        self._fanouts: list[tuple[str, float]] = []
+        self._fanouts: list[tuple[str, bool, float]] = []  # (app id, accepted here, seconds)
         self._inflight: dict[tuple[str, int], list[Any]] = {}
         self._timer = None
 
@@ -106,8 +121,13 @@ class MetricsActor(GeventActor):
             if message.name in self._histograms:
                 self._observed.append((message.app_id, message.name, message.seconds))
         elif kind is FanoutStarted:
-            self._inflight[message.app_id, message.broadcast_id] = [message.channels, message.started]
-            self._pending[message.app_id, "broadcasts"] += 1
+            if message.accepted:
+                self._pending[message.app_id, "broadcasts"] += 1
+            if message.channels > 0:
+                self._inflight[message.app_id, message.broadcast_id] = [message.channels, message.started,
+                                                                        message.accepted]
+            else:  # no subscriber here: the fan-out is over as it starts
+                self._fanouts.append((message.app_id, message.accepted, time.monotonic() - message.started))
         elif kind is Flush:
             self.flush()
         elif kind is _Tick:
@@ -130,7 +150,7 @@ class MetricsActor(GeventActor):
         entry[0] -= 1
         if entry[0] <= 0:
             del self._inflight[key]
-            self._fanouts.append((app_id, message.finished - entry[1]))
+            self._fanouts.append((app_id, entry[2], message.finished - entry[1]))
 
     def flush(self) -> None:
         """Push what accumulated since the last flush to prometheus-client."""
@@ -144,8 +164,8 @@ class MetricsActor(GeventActor):
             if name in ("opened", "closed"):
                 self._connections.labels(app_id).set(self._totals[app_id, "opened"] - self._totals[app_id, "closed"])
         fanouts, self._fanouts = self._fanouts, []
-        for app_id, seconds in fanouts:
-            self._fanout.labels(app_id).observe(seconds)
+        for app_id, accepted, seconds in fanouts:
+            (self._fanout if accepted else self._remote_fanout).labels(app_id).observe(seconds)
         observed, self._observed = self._observed, []
         for app_id, name, seconds in observed:
             self._histograms[name].labels(app_id).observe(seconds)
@@ -167,3 +187,4 @@ class MetricsActor(GeventActor):
             self.actor_ref.tell(_Tick())
         except ActorDeadError:  # the timer outlived the actor
             log.debug("metrics actor stopped; tick dropped")
+

@@ -93,6 +93,7 @@ class Node:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         metrics_tls: bool = False,
+        expect_peers: int = 0,
     ) -> None:
         self.apps = AppTable(list(apps) if apps is not None else [App()])
         self.limits = limits or ServerLimits()
@@ -119,6 +120,9 @@ class Node:
         self.worker = worker  # this process's number under ``actorcast serve --workers N`` (1..N), or None
         limits = self.limits  # one budget of refusal lines per client address, for the whole node (on its hub)
         self._ops = OpsLog(RateLimiter(limits.max_log_lines_per_client, limits.log_window), schedule=call_later)
+        # The other nodes (workers) whose state this one must have before it
+        # listens: it answers nothing it cannot answer for the whole cluster.
+        self.expect_peers = expect_peers
         # One random number names this node: the origin of its cluster messages and the first half of its socket
         # ids, so socket ids are unique across workers and nodes (exclusion by socket_id relies on it).
         self._tag = random.SystemRandom().randrange(1, 1 << 31)
@@ -165,8 +169,9 @@ class Node:
             self._app_actors[app.id] = AppActor.start(app, metrics, self._app_actor_died, self.cluster,
                                                       self._webhook_actors.get(app.id))
         self.cluster.start()
+        self.cluster.meet(self.expect_peers)  # bounded
         self._backend = NodeBackend(self._app_actors, self._publish, self.cluster)
-        quota = None if self.cluster.solo else self.cluster
+        quota = None if self.cluster.solo else self.cluster.quota
         self._routes = NodeRoutes(self.apps, self._connect, self._backend, quota, self._health, self._ops)
         self._server = HttpServer((self.host, self.port), self._routes, self.limits, reuse_port=self.reuse_port,
                                   always_open=PROBES, ops=self._ops, tls=self._tls)
@@ -315,12 +320,13 @@ class Node:
         events in the bus's one order, even when its calls reach different
         nodes. Only if the bus refuses it is it delivered here at once.
         """
-        ref = self._app_actors.get(app_id)
+        started = time.monotonic()
 
         def deliver_here() -> None:
+            ref = self._app_actors.get(app_id)  # now: the app actor may have been restarted since
             if ref is not None:
                 frames = tuple((channel, text_frame(event)) for channel, event in events)
-                tell_if_alive(ref, PublishFrames(frames, socket_id, time.monotonic()))
+                tell_if_alive(ref, PublishFrames(frames, socket_id, started))
 
         if self.cluster.solo:
             deliver_here()

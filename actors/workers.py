@@ -148,7 +148,7 @@ class Supervisor:
             self._hub.start(self._start_in_hub)
             self._hub_up = True
             for worker in self.workers:
-                self._spawn(worker)
+                self._spawn(worker, peers=self.count - 1)
             self._wait_ready()
             started = True
         finally:
@@ -192,7 +192,8 @@ class Supervisor:
         self._metrics_server = server
         self.metrics_port = server.server_port
 
-    def _spawn(self, worker: _Worker) -> None:
+    def _spawn(self, worker: _Worker, peers: int) -> None:
+        """Start ``worker``'s process; it listens once it has met ``peers`` other workers (bounded)."""
         read_fd, write_fd = os.pipe()
         env = dict(self.env)
         env.pop("ACTORCAST_WORKERS", None)
@@ -201,6 +202,7 @@ class Supervisor:
             ACTORCAST_BUS_SOCKET=self.bus_path,
             ACTORCAST_READY_FD=str(write_fd),
             ACTORCAST_SUPERVISOR_PID=str(os.getpid()),
+            ACTORCAST_WORKER_PEERS=str(peers),
         )
         if self.metrics_port is not None:
             env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
@@ -266,8 +268,10 @@ class Supervisor:
 
     def _restart(self, worker: _Worker, now: float) -> None:
         worker.restarts += 1
+        # The others running now: the new one must know them before it answers anyone.
+        peers = sum(1 for other in self.workers if other is not worker and other.proc is not None)
         try:
-            self._spawn(worker)
+            self._spawn(worker, peers)
         except OSError as exc:  # out of processes or descriptors, say: try again later
             worker.delay = min(max(worker.delay * 2, RESTART_MIN), RESTART_MAX)
             worker.restart_at = now + worker.delay

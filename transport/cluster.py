@@ -10,7 +10,8 @@ can be encoded again (valid Unicode, no NaN or Infinity).
 
 On the wire a message is one JSON object: ``"k"`` names its kind (see
 :data:`KINDS`), one-letter keys hold its fields. Keys a decoder does not know
-are ignored, so a newer node may add fields without breaking older ones.
+are ignored, and a field added later has a default that a message lacking it
+gets, so nodes of two versions still understand each other.
 
 ::
 
@@ -26,14 +27,14 @@ its own broadcasts by it. ``target`` names the node a reply is meant for
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
 import ujson
 
+from .cluster_fields import FIELD_CHECKS, Check, Checker
 from .errors import ProtocolError
-from .text import decode_utf8, has_lone_surrogate, has_unicode_escape, json_problem
-from .webhook_ledger import WebhookLog, check_finished, check_queued
+from .text import decode_utf8, has_lone_surrogate, has_unicode_escape
+from .webhook_ledger import WebhookLog
 
 __all__ = [
     "KINDS",
@@ -48,6 +49,7 @@ __all__ = [
     "Publish",
     "Release",
     "Request",
+    "SubscriptionCounts",
     "Sync",
     "SyncRequest",
     "TerminateUser",
@@ -64,12 +66,16 @@ class Publish(NamedTuple):
     Pusher event as it goes inside a WebSocket text frame, so a receiver frames
     it with :func:`transport.frames.text_frame` and never re-encodes it.
     ``except_socket_id`` is the socket that must not get them (or None).
+    ``seq`` numbers the origin's own publishes (1, 2, ...) so that it knows
+    each one when the bus brings it back; 0 is a publish the origin has
+    delivered already (a client event).
     """
 
     origin: str
     app_id: str
     frames: tuple[tuple[str, str], ...]
     except_socket_id: str | None
+    seq: int = 0
 
 
 class Member(NamedTuple):
@@ -96,6 +102,21 @@ class Occupancy(NamedTuple):
     app_id: str
     channel: str
     occupied: bool
+
+
+class SubscriptionCounts(NamedTuple):
+    """``origin``'s own subscriber counts of channels of ``app_id``: ``{channel: count}``.
+
+    Sent only for apps with ``enable_subscription_count``, batched: one
+    message holds every channel whose count changed since the last one (0 =
+    no subscriber left there). ``snapshot`` says it holds every channel the
+    origin has (sent on a sync): channels it does not list are at 0 there.
+    """
+
+    origin: str
+    app_id: str
+    counts: dict[str, int]
+    snapshot: bool
 
 
 class Heartbeat(NamedTuple):
@@ -186,8 +207,8 @@ class Count(NamedTuple):
 
 
 ClusterMessage = (
-    Publish | Member | Occupancy | Heartbeat | Bye | SyncRequest | Sync | TerminateUser | Request | Answer | Admit | Release | Count
-    | WebhookLog  # defined, with its field checks, beside the webhook ledger it feeds
+    Publish | Member | Occupancy | SubscriptionCounts | Heartbeat | Bye | SyncRequest | Sync | TerminateUser | Request
+    | Answer | Admit | Release | Count | WebhookLog  # defined, with its field checks, beside the webhook ledger it feeds
 )
 
 #: Kind name on the wire -> message class.
@@ -195,6 +216,7 @@ KINDS: dict[str, type] = {
     "pub": Publish,
     "mem": Member,
     "occ": Occupancy,
+    "subs": SubscriptionCounts,
     "hb": Heartbeat,
     "bye": Bye,
     "sreq": SyncRequest,
@@ -230,6 +252,8 @@ _KEYS: dict[str, str] = {
     "value": "v",
     "queued": "w",
     "finished": "d",
+    "counts": "n",
+    "snapshot": "z",
 }
 
 
@@ -257,95 +281,9 @@ def encode(message: ClusterMessage) -> bytes:
 # --- decoding ------------------------------------------------------------------
 
 
-class _Checker:
-    """Field checks for one message; ``escaped`` says whether deep Unicode checks are needed."""
-
-    def __init__(self, kind: str, escaped: bool) -> None:
-        self.kind = kind
-        self.escaped = escaped
-
-    def fail(self, name: str, what: str) -> ProtocolError:
-        return ProtocolError(None, f"Cluster message {self.kind!r}: {name!r} {what}")
-
-    def text(self, name: str, value: Any) -> str:
-        if not isinstance(value, str):
-            raise self.fail(name, "must be a string")
-        # Valid UTF-8 holds a lone surrogate only through a \u escape.
-        if self.escaped and has_lone_surrogate(value):
-            raise self.fail(name, "holds a lone surrogate")
-        return value
-
-    def origin(self, name: str, value: Any) -> str:
-        if not self.text(name, value):
-            raise self.fail(name, "must not be empty")
-        return value
-
-    def optional_text(self, name: str, value: Any) -> str | None:
-        return None if value is None else self.text(name, value)
-
-    def flag(self, name: str, value: Any) -> bool:
-        if not isinstance(value, bool):
-            raise self.fail(name, "must be true or false")
-        return value
-
-    def integer(self, name: str, value: Any) -> int:
-        # bool is an int in Python but not in the protocol.
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise self.fail(name, "must be an integer")
-        return value
-
-    def json(self, name: str, value: Any) -> Any:
-        problem = json_problem(value, surrogates=self.escaped)
-        if problem is not None:
-            raise self.fail(name, f"holds {problem}")
-        return value
-
-    def obj(self, name: str, value: Any) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(name, "must be an object")
-        # Keys are strings (JSON allows nothing else); the check covers them too.
-        return self.json(name, value)
-
-    def frames(self, name: str, value: Any) -> tuple[tuple[str, str], ...]:
-        if not isinstance(value, list):
-            raise self.fail(name, "must be a list of [channel, event] pairs")
-        pairs = []
-        for pair in value:
-            if not (isinstance(pair, list) and len(pair) == 2):
-                raise self.fail(name, "must be a list of [channel, event] pairs")
-            pairs.append((self.text(name, pair[0]), self.text(name, pair[1])))
-        return tuple(pairs)
-
-    def members(self, name: str, value: Any) -> dict[str, dict[str, Any]]:
-        if not isinstance(value, dict):
-            raise self.fail(name, "must be an object of channels")
-        for users in value.values():
-            if not isinstance(users, dict):
-                raise self.fail(name, "must map each channel to an object of users")
-        return self.json(name, value)
-
-
-_Check = Callable[[_Checker, str, Any], Any]
-
-#: Field name -> how to check it (fields not listed here are plain strings).
-_FIELD_CHECKS: dict[str, _Check] = {
-    "origin": _Checker.origin,
-    "frames": _Checker.frames,
-    "except_socket_id": _Checker.optional_text,
-    "user_info": _Checker.json,
-    "joined": _Checker.flag,
-    "occupied": _Checker.flag,
-    "seq": _Checker.integer,
-    "members": _Checker.members,
-    "params": _Checker.obj,
-    "value": _Checker.json,
-    "queued": check_queued,
-    "finished": check_finished,
-}
-
 #: Message class -> [(field name, wire key, check)], in field order.
-_SCHEMAS: dict[type, list[tuple[str, str, _Check]]] = {
-    cls: [(name, _KEYS[name], _FIELD_CHECKS.get(name, _Checker.text)) for name in cls._fields]  # type: ignore[attr-defined]
+_SCHEMAS: dict[type, list[tuple[str, str, Check]]] = {
+    cls: [(name, _KEYS[name], FIELD_CHECKS.get(name, Checker.text)) for name in cls._fields]  # type: ignore[attr-defined]
     for cls in KINDS.values()
 }
 
@@ -378,10 +316,14 @@ def decode(data: bytes) -> ClusterMessage:
     if cls is None:
         shown = kind[:40] if isinstance(kind, str) and not has_lone_surrogate(kind) else type(kind).__name__
         raise ProtocolError(None, f"Unknown cluster message kind: {shown!r}")
-    checker = _Checker(cast(str, kind), has_unicode_escape(text))  # a str: KINDS matched it
+    checker = Checker(cast(str, kind), has_unicode_escape(text))  # a str: KINDS matched it
     values = []
+    defaults: dict[str, Any] = getattr(cls, "_field_defaults", {})
     for name, key, check in _SCHEMAS[cls]:
-        if key not in obj:
+        if key in obj:
+            values.append(check(checker, name, obj[key]))
+        elif name in defaults:  # a field added later: an older node's message lacks it
+            values.append(defaults[name])
+        else:
             raise checker.fail(name, "is missing")
-        values.append(check(checker, name, obj[key]))
     return cls(*values)

@@ -1,8 +1,7 @@
-"""Several nodes behave as one (issue 6/9), here joined by the in-memory bus.
+"""Several nodes behave as one (issue 6/9), joined by the in-memory bus and by a real redis-server.
 
-Each node runs on its own hub thread, as in separate processes; only the bus
-differs from Redis or workers (their own tests run the bus contract and the
-same scenarios over real processes). Heartbeats are fast (0.1 s) so death is
+Each node runs on its own hub thread, as in separate processes (the
+``cluster`` fixture of conftest.py). Heartbeats are fast (0.1 s) so death is
 detected in well under a second.
 """
 
@@ -10,44 +9,15 @@ from __future__ import annotations
 
 import json
 import urllib.request
-import uuid
 from urllib.parse import urlencode
 
 import pusher
 import pytest
 
+from tests.cluster.conftest import HEARTBEAT
 from tests.conftest import wait_until
 from tests.wsclient import Closed, PusherClient
 from transport.http_signing import sign_request
-
-HEARTBEAT = 0.1
-
-
-@pytest.fixture(params=["memory", "redis"])
-def cluster(request, make_node):
-    """``cluster(n)``: n started nodes on one fresh bus; ``cluster.new_bus()`` makes one more member."""
-    from actors import App
-    from actors.bus import MemoryBus
-
-    name = uuid.uuid4().hex
-    if request.param == "redis":
-        from actors.redis_bus import RedisBus
-        from tests.cluster.conftest import shared_redis_server
-
-        url = shared_redis_server().url()
-
-        def new_bus():
-            return RedisBus(url, prefix=f"test-{name}")
-    else:
-
-        def new_bus():
-            return MemoryBus.shared(name)
-
-    def make(n: int = 2, **app_settings) -> list:
-        return [make_node(App(**app_settings), adapter=new_bus(), heartbeat_interval=HEARTBEAT) for _ in range(n)]
-
-    make.new_bus = new_bus
-    return make
 
 
 def sdk(node) -> pusher.Pusher:

@@ -16,7 +16,8 @@ import pytest
 from actors import App
 from actors.runtime import proxy_of
 from actors.webhooks import WebhookTimings
-from tests.cluster.test_cluster_nodes import HEARTBEAT, cluster, join_presence  # noqa: F401 - the fixture
+from tests.cluster.conftest import HEARTBEAT
+from tests.cluster.test_cluster_nodes import join_presence
 from tests.conftest import wait_until
 from tests.e2e.test_webhooks import Receiver
 
@@ -41,7 +42,7 @@ def receiver():
 
 
 @pytest.fixture
-def hooked(cluster, make_node):  # noqa: F811 - the imported fixture
+def hooked(cluster, make_node):
     """``hooked(receiver, n=2, timings=FAST, **app_settings)``: n nodes on one bus whose app posts to ``receiver``."""
 
     def make(r: Receiver, n: int = 2, timings: WebhookTimings = FAST, **settings) -> list:
@@ -103,7 +104,7 @@ def test_a_follower_keeps_its_decisions_for_longer_than_a_dead_leader_takes_to_b
     assert WINDOW_HEARTBEATS >= DEAD_AFTER + 2  # silent DEAD_AFTER beats, seen at the next beat, and a margin
 
 
-def test_two_nodes_send_each_webhook_once(cluster, open_client):  # noqa: F811 - the imported fixture
+def test_two_nodes_send_each_webhook_once(cluster, open_client):
     r = Receiver()
     try:
         a, b = cluster(2, webhooks=[{"url": r.url}], webhook_delay_seconds=0.2)
@@ -248,10 +249,10 @@ def test_an_app_actor_restart_on_one_node_sends_nothing_when_its_clients_come_ba
     dying, other = (leader, follower) if victim == "leader" else (follower, leader)
     original = AppActor.publish_frames
 
-    def publish_frames(self, frames, except_socket_id, started):
+    def publish_frames(self, frames, *args):
         if self.origin == dying.node_id and any(b'"kill-app"' in frame for _, frame in frames):
             raise PlantedBug("planted in publish")
-        return original(self, frames, except_socket_id, started)
+        return original(self, frames, *args)
 
     monkeypatch.setattr(AppActor, "publish_frames", publish_frames)
     mine, theirs = open_client(dying), open_client(other)

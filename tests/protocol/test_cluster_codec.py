@@ -20,6 +20,7 @@ from transport.cluster import (
     Occupancy,
     Publish,
     Request,
+    SubscriptionCounts,
     Sync,
     SyncRequest,
     TerminateUser,
@@ -35,9 +36,12 @@ EVENT = '{"event":"greet","channel":"news","data":"{\\"text\\":\\"hé / \\u2028 
 SAMPLES = [
     Publish("node-1", "app", (("news", EVENT), ("private-é", '{"event":"x","data":"{}"}')), None),
     Publish("node-1", "app", (), "123.456"),
+    Publish("node-1", "app", (("news", EVENT),), None, 42),
     Member("node-2", "app", "presence-room", "user-1", {"name": "Zoë", "tags": ["a", 1, 2.5, None, True]}, True),
     Member("node-2", "app", "presence-room", "user-1", None, False),
     Occupancy("node-2", "app", "news", True),
+    SubscriptionCounts("node-2", "app", {"news": 3, "gone": 0, "é": 2**40}, False),
+    SubscriptionCounts("node-2", "app", {}, True),
     Heartbeat("node-3", 0),
     Heartbeat("node-3", 2**70),
     Bye("node-3"),
@@ -132,6 +136,10 @@ def test_encode_refuses_values_json_cannot_carry():
 # --- malformed input ---------------------------------------------------------------
 
 
+#: (kind, wire key) of fields with a default (added later): a message may leave them out.
+DEFAULTED = {(Publish, "s")}
+
+
 def _wire(message) -> dict:
     return json.loads(encode(message))
 
@@ -181,7 +189,7 @@ def test_an_unknown_or_missing_kind_raises_protocol_error(kind):
 
 @pytest.mark.parametrize(
     "message, key",
-    [(message, key) for message in SAMPLES for key in _wire(message) if key != "k"],
+    [(message, key) for message in SAMPLES for key in _wire(message) if key != "k" and (type(message), key) not in DEFAULTED],
     ids=lambda v: v if isinstance(v, str) else _kind(v),
 )
 def test_every_missing_field_raises_protocol_error(message, key):
@@ -189,6 +197,12 @@ def test_every_missing_field_raises_protocol_error(message, key):
     del obj[key]
     with pytest.raises(ProtocolError, match="missing"):
         decode(_raw(obj))
+
+
+def test_a_field_added_later_gets_its_default_when_an_older_node_leaves_it_out():
+    obj = _wire(Publish("node-1", "app", (("news", EVENT),), None, 42))
+    del obj["s"]
+    assert decode(_raw(obj)) == Publish("node-1", "app", (("news", EVENT),), None, 0)
 
 
 #: Wire key -> values of the wrong type for it.
@@ -213,6 +227,8 @@ WRONG = {
           [[1, "channel_vacated", "news", "u1"]], [[1, "member_added", "presence-a", None]],
           [[1, "member_added", "presence-a", 3]], [{"seq": 1}]],
     "d": [None, {}, [[1]], [[1, "0"]], [["1", 0]], [[1, 0, 2]], [[1.5, 0]], [[1, True]], [1]],
+    "n": [None, [], "x", {"c": -1}, {"c": 1.0}, {"c": True}, {"c": "1"}, {"c": None}],
+    "z": [None, 0, 1, "true", []],
 }
 
 
@@ -247,6 +263,7 @@ LONE = "\\ud800"  # as it appears in JSON text: legal JSON, a lone surrogate in 
         '{"k":"ans","o":"n","t":"m","r":"1","v":"%s"}' % LONE,
         '{"k":"whl","o":"n","a":"1","w":[[1,"channel_vacated","c%s",null]],"d":[]}' % LONE,
         '{"k":"whl","o":"n","a":"1","w":[[1,"member_added","c","u%s"]],"d":[]}' % LONE,
+        '{"k":"subs","o":"n","a":"app","n":{"c%s":1},"z":false}' % LONE,
     ],
 )
 def test_a_lone_surrogate_anywhere_raises_protocol_error(text):
@@ -313,8 +330,10 @@ def _assert_valid(message) -> None:
             continue
         if name == "seq":
             assert isinstance(value, int) and not isinstance(value, bool)
-        elif name in ("joined", "occupied"):
+        elif name in ("joined", "occupied", "snapshot"):
             assert isinstance(value, bool)
+        elif name == "counts":
+            assert all(isinstance(c, str) and type(n) is int and n >= 0 for c, n in value.items())
         elif name == "except_socket_id":
             assert value is None or isinstance(value, str)
         else:
