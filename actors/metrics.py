@@ -16,18 +16,21 @@ written to a socket.
 
 from __future__ import annotations
 
+import glob
 import logging
+import os
 import time
 from collections import defaultdict
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
 from pykka import ActorDeadError
 
 from .messages import Counted, FanoutDone, FanoutStarted, Flush, Received, Sent, Timed
 from .runtime import GeventActor, call_later
 
-__all__ = ["COUNTERS", "MetricsActor"]
+__all__ = ["COUNTERS", "MetricsActor", "WorkerFilesCollector"]
 
 log = logging.getLogger(__name__)
 
@@ -188,3 +191,33 @@ class MetricsActor(GeventActor):
         except ActorDeadError:  # the timer outlived the actor
             log.debug("metrics actor stopped; tick dropped")
 
+
+#: The header of a prometheus-client multiprocess file: 4 bytes "used", 4 of padding.
+_FILE_HEADER_BYTES = 8
+
+
+class WorkerFilesCollector(MultiProcessCollector):
+    """prometheus-client's multiprocess collector, minus the files a worker is still creating.
+
+    A worker's file appears with 0 bytes and is sized only afterwards
+    (prometheus-client opens it, then truncates it to its first 64 KiB), and
+    one that reads it in between fails the whole scrape with ``struct.error``
+    (prometheus-client issue #1199). A worker is new whenever it is
+    (re)started, and it creates its files at its first flush, while the
+    parent serves scrapes; a worker killed inside that window even leaves
+    the empty file for good. A file shorter than its header holds nothing
+    yet, so it is left out; files only ever grow, so one that is long enough
+    stays readable. (A dead worker's live gauges removed meanwhile are
+    skipped by prometheus-client itself.)
+    """
+
+    def collect(self) -> Any:
+        files = [path for path in glob.glob(os.path.join(self._path, "*.db")) if _begun(path)]
+        return self.merge(files, accumulate=True)
+
+
+def _begun(path: str) -> bool:
+    try:
+        return os.path.getsize(path) >= _FILE_HEADER_BYTES
+    except FileNotFoundError:  # a dead worker's live gauge, removed since the listing
+        return False

@@ -5,7 +5,7 @@
     parent (this module)                     worker k (actors._worker)
     ├── holds the port (bound, not listening)  Node(port=P, reuse_port=True,
     ├── Relay on <tmp>/bus.sock  <-----------      bus=WorkerBus(<tmp>/bus.sock),
-    ├── one /metrics (MultiProcessCollector)       metrics_port=None)
+    ├── one /metrics (WorkerFilesCollector)        metrics_port=None)
     └── starts, watches, restarts, stops --->  writes its metrics to <tmp>/metrics
 
 Each worker is a fresh ``python -m actors._worker`` (never a fork of a running
@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.multiprocess import mark_process_dead
 
 from transport.config import ServerLimits
 from transport.errors import ActorcastError, listen_error
@@ -52,6 +52,7 @@ from transport.metrics_endpoint import make_metrics_server
 from transport.tls import tls_context
 
 from .hub import HubThread
+from .metrics import WorkerFilesCollector
 from .worker_bus import Relay
 
 __all__ = ["Supervisor", "WorkerStartError"]
@@ -180,7 +181,7 @@ class Supervisor:
         if self.metrics_port is None:
             return
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=self.metrics_dir)
+        WorkerFilesCollector(registry, path=self.metrics_dir)  # a worker's file being created is skipped
         # Nothing to flush here: the workers flush to their files on a timer.
         server = make_metrics_server((self.metrics_host, self.metrics_port), registry, lambda: None, self.limits,
                                      self._tls if self.tls_files[2] else None)

@@ -12,7 +12,9 @@ import logging
 import os
 import re
 import signal
+import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -20,7 +22,7 @@ from actors import App
 from actors.bus import MemoryBus
 from tests.cluster.conftest import HEARTBEAT
 from tests.cluster.test_cluster_counts import counts_until
-from tests.cluster.worker_node import Workers, spread, trigger_via, wait_until
+from tests.cluster.worker_node import TIMEOUT, Workers, spread, trigger_via, wait_until
 from tests.wsclient import PusherClient
 
 
@@ -166,3 +168,52 @@ def test_metrics_count_each_broadcast_once_and_each_written_message_across_worke
 
     samples = wait_until(flushed, message=f"the counts reached {expected}")
     assert {name: samples[name] for name in expected} == expected
+
+
+def test_an_empty_metrics_file_left_by_a_worker_killed_as_it_made_it_does_not_break_scrapes(workers, clients):
+    node = workers(2)
+    clients(node.port, 4)
+    wait_until(lambda: scrape(node).get("actorcast_connections") == 4, message="4 connections")
+    metrics_dir = _metrics_dir(node)
+    for name in ("counter_999999.db", "gauge_livesum_999999.db", "histogram_999999.db"):
+        open(os.path.join(metrics_dir, name), "wb").close()  # created, never sized (prometheus-client #1199)
+    samples = scrape(node)
+    assert samples["actorcast_connections"] == 4 and samples["actorcast_connections_opened_total"] == 4
+
+
+def _metrics_dir(node: Workers) -> str:
+    """The parent's metrics directory, as its workers were told."""
+    with open(f"/proc/{min(node.pids())}/environ", "rb") as f:
+        env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+    return env[b"PROMETHEUS_MULTIPROC_DIR"].decode()
+
+
+def test_scrapes_stay_200_while_workers_are_killed_and_restarted(workers, clients):
+    node = workers(2)
+    failures: list[str] = []
+    scrapes = 0
+    done = threading.Event()
+
+    def scraper() -> None:
+        nonlocal scrapes
+        while not done.is_set():
+            try:
+                urllib.request.urlopen(node.metrics_url, timeout=5).read()
+            except (urllib.error.URLError, OSError) as exc:
+                failures.append(repr(exc))
+            scrapes += 1
+
+    thread = threading.Thread(target=scraper, daemon=True)
+    thread.start()
+    try:
+        for _ in range(3):
+            victim = sorted(node.pids())[0]
+            os.kill(victim, signal.SIGKILL)
+            died = node.serve.wait_for(re.compile(rf"worker (\d) \(pid {victim}\) died"))
+            node.serve.wait_for(re.compile(rf"worker {died[1]} restarted \(pid \d+\)"), timeout=TIMEOUT)
+            for client in clients(node.port, 4):  # the new worker counts, so it makes its files
+                client.ping()
+    finally:
+        done.set()
+        thread.join(TIMEOUT)
+    assert scrapes > 10 and not failures, failures[:5]
