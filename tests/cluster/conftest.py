@@ -16,9 +16,6 @@ Both skip the test, saying why, only when the redis-server binary is absent.
   one fresh bus, heartbeats every ``HEARTBEAT`` s; ``cluster.new_bus()``
   makes one more member.
 
-Importing this module registers ``"redis"`` in ``BUS_FACTORIES``, so the bus
-contract suite runs against :class:`~actors.redis_bus.RedisBus` too, each
-group of buses on a prefix of its own.
 """
 
 from __future__ import annotations
@@ -27,13 +24,11 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.cluster.redis_server import RedisServer, missing_reason
-from tests.cluster.test_bus_contract import BUS_FACTORIES
 from tests.cluster.worker_node import TIMEOUT, Workers
 from tests.e2e.test_cli import Serve
 from tests.wsclient import PusherClient
@@ -80,17 +75,6 @@ def make_redis_server():
     yield make
     for server in made:
         server.close()
-
-
-def _redis_buses(k: int) -> tuple[list[Any], Callable[[], None]]:
-    from actors.redis_bus import RedisBus
-
-    url = shared_redis_server().url()
-    prefix = f"contract-{uuid.uuid4().hex[:12]}"
-    return [RedisBus(url, prefix=prefix) for _ in range(k)], lambda: None
-
-
-BUS_FACTORIES["redis"] = _redis_buses
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -7,34 +7,31 @@ publisher; ``publish`` results are set on the publisher's hub; ``connected``
 turns True once started; ``stop`` is prompt and a stopped bus refuses with
 BusDown (and is no longer ``connected``).
 
-Bus kinds register themselves in ``BUS_FACTORIES`` (name -> factory(k) returning
-k unstarted buses, and a cleanup); a kind whose server cannot run here is
-skipped with the reason.
+The kinds are ``tests.cluster.buses.BUS_FACTORIES`` (name -> factory(k)
+returning k unstarted buses, and a cleanup); ``pytest_generate_tests`` runs
+every case once per kind, here and nowhere else. A kind whose server cannot
+run here is skipped with the reason.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gevent.event
 import pytest
 
-from actors.bus import BusDown, MemoryBus, NoBus
+from actors.bus import BusDown, NoBus
 from actors.hub import HubThread
-
-TIMEOUT = 5.0
-
-
-def _memory(k: int) -> tuple[list[Any], Callable[[], None]]:
-    name = f"contract-{uuid.uuid4().hex}"
-    return [MemoryBus.shared(name) for _ in range(k)], lambda: None
+from tests.cluster.buses import BUS_FACTORIES, TIMEOUT
 
 
-#: name -> factory(k) -> (buses, cleanup). Other modules add theirs (see conftest.py).
-BUS_FACTORIES: dict[str, Callable[[int], tuple[list[Any], Callable[[], None]]]] = {"memory": _memory}
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # At collection, not import: every kind in the table, each exactly once.
+    if "bus_kind" in metafunc.fixturenames:
+        metafunc.parametrize("bus_kind", sorted(BUS_FACTORIES))
 
 
 class Member:
@@ -80,23 +77,21 @@ class Member:
         self.hub.stop()
 
 
-@pytest.fixture(params=sorted(BUS_FACTORIES))
-def members(request):
+@pytest.fixture
+def members(bus_kind):
+    """``members(k)``: k started buses of ``bus_kind``, each a :class:`Member`; stopped after the test."""
     made: list[Member] = []
     cleanups: list[Callable[[], None]] = []
 
     def make(k: int) -> list[Member]:
-        buses, cleanup = BUS_FACTORIES[request.param](k)
+        buses, cleanup = BUS_FACTORIES[bus_kind](k)
         cleanups.append(cleanup)
         made.extend(Member(bus) for bus in buses)
         return made[-k:]
 
     yield make
     for member in made:
-        try:
-            member.stop()
-        except Exception:  # noqa: BLE001 - a test may have stopped it already
-            pass
+        member.stop()  # a no-op for one the test stopped already
     for cleanup in cleanups:
         cleanup()
 
@@ -106,6 +101,10 @@ def _wait_connected(members: list[Member]) -> None:
     while not all(m.bus.connected for m in members):
         assert time.monotonic() < deadline, "buses did not connect"
         time.sleep(0.01)
+
+
+def test_the_contract_covers_every_bus_a_node_can_have():
+    assert sorted(BUS_FACTORIES) == ["memory", "redis", "workers"]  # NoBus has nobody to reach (tested apart)
 
 
 def test_every_member_gets_every_message_the_publisher_included(members):

@@ -1,8 +1,6 @@
 """The Redis bus (actors/redis_bus.py) against a real redis-server: the contract, faults, isolation, the hop.
 
-The contract suite of ``test_bus_contract`` is collected here too, with a
-``members`` fixture of this module's own: the contract module fixes its
-parameters when it is imported, before conftest.py can register "redis".
+The bus contract runs against RedisBus in test_bus_contract.py (its "redis" kind).
 Fault tests run their own Redis (``make_redis_server``) so that stopping,
 restarting or pausing it (SIGSTOP: open connections that answer nothing)
 never disturbs another test.
@@ -15,20 +13,13 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from actors.bus import BusDown
 from actors.redis_bus import RedisBus
 from tests.cluster import test_bus_contract as contract
-from tests.cluster.test_bus_contract import (  # noqa: F401 - collected here against the Redis bus
-    test_a_stopped_bus_refuses_with_bus_down_and_the_others_go_on,
-    test_binary_and_large_messages_arrive_unchanged,
-    test_connected_turns_true_once_started_and_false_once_stopped,
-    test_every_member_gets_every_message_the_publisher_included,
-    test_one_publishers_messages_arrive_in_order_everywhere,
-)
 from tests.conftest import wait_until
 from transport.errors import ConfigError
 
@@ -40,20 +31,6 @@ def _stop_all(made: list[contract.Member]) -> None:
     for member in made:
         if member.hub._thread is not None:  # noqa: SLF001 - not stopped by the test already
             member.stop()
-
-
-@pytest.fixture(params=["redis"])
-def members(request):
-    """The contract's ``members`` fixture, for the Redis bus."""
-    made: list[contract.Member] = []
-
-    def make(k: int) -> list[contract.Member]:
-        buses, _ = contract.BUS_FACTORIES[request.param](k)
-        made.extend(contract.Member(bus) for bus in buses)
-        return made[-k:]
-
-    yield make
-    _stop_all(made)
 
 
 class TimedMember(contract.Member):

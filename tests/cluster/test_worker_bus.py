@@ -1,93 +1,27 @@
 """The workers' bus (actors/worker_bus.py): the bus contract, and what the parent can do to it.
 
-The contract suite of ``test_bus_contract`` runs here against ``WorkerBus``
-buses joined by an in-process :class:`Relay` on a temporary Unix socket (the
-"workers" entry of ``BUS_FACTORIES``). Its cases are collected in this module
-too, with a ``members`` fixture of this module's own: the contract module
-fixes its parameters when it is imported, before this module can register.
+The bus contract runs against ``WorkerBus`` buses joined by an in-process
+:class:`Relay` on a temporary Unix socket in test_bus_contract.py (its
+"workers" kind); here: what the parent can do to them.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import socket
 import struct
-import tempfile
 import time
-from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from actors.bus import BusDown
-from actors.hub import HubThread
-from actors.worker_bus import GREETING, MAX_FRAME, Relay, WorkerBus
+from actors.worker_bus import GREETING, MAX_FRAME, WorkerBus
 from tests.cluster import test_bus_contract as contract
-from tests.cluster.test_bus_contract import (  # noqa: F401 - collected here against the workers' bus
-    test_a_stopped_bus_refuses_with_bus_down_and_the_others_go_on,
-    test_binary_and_large_messages_arrive_unchanged,
-    test_connected_turns_true_once_started_and_false_once_stopped,
-    test_every_member_gets_every_message_the_publisher_included,
-    test_one_publishers_messages_arrive_in_order_everywhere,
-)
+from tests.cluster.buses import RelayThread
 
 TIMEOUT = contract.TIMEOUT
-
-
-class RelayThread:
-    """A Relay on a hub thread of its own, on a socket in a fresh temp dir."""
-
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="actorcast-bus-")
-        self.path = str(Path(self.dir) / "bus.sock")
-        self.hub = HubThread(name="relay")
-        self.relay: Relay | None = None
-        self.hub.start(lambda: None)
-        self.start()
-
-    def start(self, **kwargs: Any) -> None:
-        self.relay = Relay(self.path, **kwargs)
-        self.hub.call(self.relay.start, timeout=TIMEOUT)
-
-    def stop_relay(self) -> None:
-        self.hub.call(self.relay.stop, timeout=TIMEOUT)
-
-    def peers(self) -> int:
-        return self.hub.call(lambda: len(self.relay.peers), timeout=TIMEOUT)
-
-    def close(self) -> None:
-        self.stop_relay()
-        self.hub.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _workers(k: int) -> tuple[list[Any], Callable[[], None]]:
-    relay = RelayThread()
-    return [WorkerBus(relay.path) for _ in range(k)], relay.close
-
-
-contract.BUS_FACTORIES["workers"] = _workers
-
-
-@pytest.fixture(params=["workers"])
-def members(request):
-    """The contract's ``members`` fixture, for the workers' bus."""
-    made: list[contract.Member] = []
-    cleanups: list[Callable[[], None]] = []
-
-    def make(k: int) -> list[contract.Member]:
-        buses, cleanup = contract.BUS_FACTORIES[request.param](k)
-        cleanups.append(cleanup)
-        made.extend(contract.Member(bus) for bus in buses)
-        return made[-k:]
-
-    yield make
-    for member in made:
-        if member.hub._thread is not None:  # noqa: SLF001 - a test may have stopped it already
-            member.stop()
-    for cleanup in cleanups:
-        cleanup()
 
 
 @pytest.fixture
