@@ -65,6 +65,10 @@ class ClusterShare:
         """What a sync tells the other nodes: presence members, occupied channels, subscription counts."""
         return self.local_presence(), self.occupied_channels(), self.local_subscription_counts()
 
+    def local_users(self, channel: str) -> list[str]:
+        """The ids of a presence channel's members on this node."""
+        return sorted(self.local_members.get(channel, ()))
+
     def presence_users(self, channel: str) -> list[str]:
         """The ids of a presence channel's members on every node, from the replicas."""
         return sorted(self.local_members.get(channel, {}).keys() | self.remote.users(channel).keys())
@@ -80,8 +84,12 @@ class ClusterShare:
             self._send_leaves()
             return {name: e.subscriptions for name, e in self.channels.items() if e.subscriptions}
         if query == "channel":
-            entry = self.channels.get(str(params.get("channel")))
-            return entry.subscriptions if entry is not None else 0
+            name = str(params.get("channel"))
+            entry = self.channels.get(name)
+            subscriptions = entry.subscriptions if entry is not None else 0
+            if params.get("users"):  # a presence channel: the members here too, as of now
+                return {"subscriptions": subscriptions, "users": self.local_users(name)}
+            return subscriptions
         if query == "connections":
             return len(self.connections)
         raise ValueError(f"unknown cluster query {query!r}")

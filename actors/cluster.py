@@ -202,9 +202,13 @@ class Cluster:
         The expected answers come from the live-node table, so a dead or
         slow node costs at most the timeout, never a hang.
         """
+        return self.request_each(app_id, query, params)[0]
+
+    def request_each(self, app_id: str, query: str, params: dict[str, Any]) -> tuple[list[Any], int]:
+        """As :meth:`request`, and how many live nodes did not answer in time (0: every one did)."""
         waiting = set(self.peers)
         if self.solo or not waiting:
-            return []
+            return [], 0
         request_id = f"{self.node_id}:{next(self._request_ids)}"
         answers: dict[str, Any] = {}
         done = gevent.event.Event()
@@ -213,11 +217,11 @@ class Cluster:
             try:
                 self.send(wire.Request(self.node_id, request_id, app_id, query, params)).get(timeout=self.request_timeout)
             except (BusDown, gevent.Timeout):
-                return []
+                return [], len(waiting)
             done.wait(self.request_timeout)
         finally:
             del self._requests[request_id]
-        return list(answers.values())
+        return list(answers.values()), len(waiting)  # a node that died meanwhile left ``waiting``
 
     # --- arrivals (on the hub) -----------------------------------------------------------
 

@@ -3,8 +3,10 @@
 Runs in the HTTP request's greenlet on the node's hub, at the edge of the
 actor system, so it may wait (always bounded): for the app actor, which keeps
 every channel's counts and the cluster's presence replicas, and, on a
-cluster, for the other nodes' share of the subscription counts
-(``Cluster.request``, bounded by its timeout).
+cluster, for the other nodes' share of the subscription counts and, for one
+presence channel's user count or users, of its members as of the question
+(``Cluster.request``, bounded by its timeout; a node that does not answer is
+counted from the replica).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import gevent
 from pykka import ActorDeadError, Future, Timeout
@@ -94,15 +96,33 @@ class NodeBackend:
         ref = self._app(app)
         counts = self._call(lambda: app_proxy(ref).channel_info(channel))
         subscriptions = counts[0] if counts is not None else 0
-        for answer in self.cluster.request(app.id, "channel", {"channel": channel}):
-            if isinstance(answer, int):
-                subscriptions += answer
+        presence = _is_presence(channel)
+        answers, missing = self.cluster.request_each(app.id, "channel", {"channel": channel, "users": presence})
+        users: set[str] = set()
+        for answer in answers:
+            if isinstance(answer, dict):  # a presence channel: its subscriptions and members there
+                subscriptions += _count(answer.get("subscriptions"))
+                users.update(_ids(answer.get("users")))
+            else:
+                subscriptions += _count(answer)
+                missing += presence  # an older node: no members in its answer
         if not subscriptions:
             return None
         info = {"subscription_count": subscriptions}
-        if _is_presence(channel):
-            info["user_count"] = len(self._call(lambda: app_proxy(ref).presence_users(channel)))
+        if presence:
+            info["user_count"] = len(self._presence_users(ref, channel, users, missing))
         return info
+
+    def _presence_users(self, ref: AppRef, channel: str, answered: set[str], missing: int) -> set[str]:
+        """This node's members and those the others just answered with (the replica's, if one did not answer).
+
+        The answers are as fresh as the asking: a member who joined or left
+        anywhere before the question is counted right, where the replica
+        can lag by a bus hop.
+        """
+        proxy = app_proxy(ref)
+        mine = self._call(lambda: proxy.presence_users(channel) if missing else proxy.local_users(channel))
+        return answered | set(mine)
 
     def channels(self, app: App) -> dict[str, dict[str, int]]:
         ref = self._app(app)
@@ -128,9 +148,15 @@ class NodeBackend:
         return out
 
     def users(self, app: App, channel: str) -> list[str]:
-        # From the presence replicas: every node's members, no round trip.
         ref = self._app(app)
-        return self._call(lambda: app_proxy(ref).presence_users(channel))
+        answers, missing = self.cluster.request_each(app.id, "channel", {"channel": channel, "users": True})
+        users: set[str] = set()
+        for answer in answers:
+            if isinstance(answer, dict):
+                users.update(_ids(answer.get("users")))
+            else:
+                missing += 1  # an older node: no members in its answer
+        return sorted(self._presence_users(ref, channel, users, missing))
 
     def terminate_user(self, app: App, user_id: str) -> None:
         ref = self._app(app)
@@ -139,3 +165,13 @@ class NodeBackend:
 
 def _is_presence(channel: str) -> bool:
     return names.channel_kind(channel) is names.ChannelKind.PRESENCE
+
+
+def _count(value: Any) -> int:
+    """A count from another node's answer (anything else counts 0: answers come off the bus)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _ids(value: Any) -> list[str]:
+    """User ids from another node's answer."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []

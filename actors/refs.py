@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         channels_info = proxy_method(AppActor.channels_info)
         connection_count = proxy_method(AppActor.connection_count)
         presence_user_counts = proxy_method(AppActor.presence_user_counts)
+        local_users = proxy_method(AppActor.local_users)
         presence_users = proxy_method(AppActor.presence_users)
         terminate_all = proxy_method(AppActor.terminate_all)
         terminate_user = proxy_method(AppActor.terminate_user)

@@ -220,3 +220,21 @@ def test_the_connection_quota_is_exact_across_nodes(cluster, open_client):
     wait_until(room_again, message="a place is free again")
     for client in admitted[1:]:
         client.close()
+
+
+def test_presence_queries_right_after_a_join_or_leave_on_another_node_count_it(cluster, open_client):
+    a, b = cluster(2)
+    wait_until(lambda: a.call(a.cluster.synced_peers) == 1 and b.call(b.cluster.synced_peers) == 1, message="met")
+    ann, ben, ben2 = open_client(a), open_client(b), open_client(b)
+    join_presence(ann, a, "presence-x", "ann")
+    for _ in range(5):  # no waiting for the replica: the answers are as of the question
+        join_presence(ben, b, "presence-x", "ben")
+        join_presence(ben2, b, "presence-x", "ben2")
+        assert api_get(a, "/apps/1/channels/presence-x", info="user_count,subscription_count") == {
+            "occupied": True, "user_count": 3, "subscription_count": 3}
+        assert api_get(a, "/apps/1/channels/presence-x/users") == {
+            "users": [{"id": "ann"}, {"id": "ben"}, {"id": "ben2"}]}
+        for client in (ben, ben2):
+            client.unsubscribe("presence-x")
+            client.until_pong()  # b has handled the leave (unsubscribe has no reply)
+        assert api_get(a, "/apps/1/channels/presence-x/users") == {"users": [{"id": "ann"}]}
