@@ -52,7 +52,6 @@ WORKERS_LISTENING = re.compile(
     r"actors\.workers: actorcast listening on ws://[\d.]+:(?P<port>\d+)/app/\S* "
     r"\(metrics on http://[\d.]+:(?P<metrics>\d+)/metrics\), (?P<workers>\d+) workers"
 )
-WORKERS_MET = re.compile(r"worker-\d+ actors\.cluster: node \d+ joined the cluster")
 # A line a worker node must never print: ERROR means our bug, and so does a traceback.
 BAD_LINE = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback")
 
@@ -114,10 +113,12 @@ class RedisPair:
             raise
 
     def _wait_joined(self) -> None:
-        # A query counts the nodes in the live-node table: both must be in it
-        # before the test asks anything (the same bounded wait as tests/cluster).
+        # A query counts the nodes in the live-node table, and presence comes from
+        # the replica: each node must have met the other and have its state
+        # before the test asks anything (as Node(expect_peers=...) waits).
         deadline = time.monotonic() + JOIN_TIMEOUT
-        while not all(len(node.cluster.live_nodes()) == len(self.nodes) for node in self.nodes):
+        peers = len(self.nodes) - 1
+        while not all(node.call(node.cluster.synced_peers) == peers for node in self.nodes):
             if time.monotonic() > deadline:
                 raise TopologyError(f"the two nodes did not meet on Redis within {JOIN_TIMEOUT} s")
             time.sleep(0.01)  # polling a bounded deadline
@@ -195,11 +196,9 @@ class WorkerNode:
         self.process = _Process("--host", self.host, "--port", "0", "--metrics-port", "0",
                                 "--workers", str(workers), "--config", self._config.name)
         try:
+            # The parent says "listening" once every worker listens, and a worker
+            # listens only once it has met the others: the node is formed by then.
             (match,) = self.process.wait_for(WORKERS_LISTENING, timeout=JOIN_TIMEOUT * 3)
-            # "listening" can come a few ms before the workers have heard of each
-            # other (a start-up window, reported apart); the suite tests a formed
-            # node, so it waits (bounded) for every worker to log the others.
-            self.process.wait_for(WORKERS_MET, timeout=JOIN_TIMEOUT, count=workers * (workers - 1))
         except BaseException:
             self.process.kill()
             os.unlink(self._config.name)

@@ -11,7 +11,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors import App
-from tests.topology import known_bug
 from transport.protocol import event_frame
 
 K, N = 20, 5  # broadcasts, subscribers
@@ -70,8 +69,6 @@ def test_sent_counter_grows_by_exactly_broadcasts_times_subscribers(node, subscr
 
 
 @pytest.mark.single_node(reason=PER_NODE_METRICS, also=("workers2",))
-@known_bug("every worker with subscribers counts the broadcast and observes a fan-out: the one /metrics "
-           "says 2 per trigger", some_runs=("workers2",))
 def test_each_broadcast_is_counted_once_with_one_fanout_observation(node, subscribers, wait_until):
     broadcasts_before = scraped(node, "actorcast_broadcasts_total")
     fanouts_before = scraped(node, "actorcast_broadcast_fanout_seconds_count")

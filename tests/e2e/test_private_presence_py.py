@@ -40,10 +40,6 @@ PRESENCE_FLAP = (
     "a user whose second socket joined on another node within the replication window (~1 ms) is "
     "announced member_removed when the first socket leaves, then member_added again"
 )
-LOCAL_COUNT_EVENT = (
-    "pusher_internal:subscription_count carries each node's own count, never the channel's "
-    "cluster-wide count"
-)
 
 
 @pytest.fixture
@@ -452,7 +448,6 @@ def _wait_for_count(client: PusherClient, channel: str, count: int, timeout: flo
                 return
 
 
-@known_bug(LOCAL_COUNT_EVENT, every_run=("redis2",), some_runs=("workers2",))
 def test_subscribers_hear_the_subscription_count_after_joins_and_leaves_when_the_app_enables_it(start_node, open_client):
     node = start_node(enable_subscription_count=True)
     a, b = open_client(node), open_client(node)

@@ -22,7 +22,6 @@ import pytest
 
 from actors import Node
 from tests.conftest import wait_until
-from tests.topology import known_bug
 from tests.jsdriver import (
     PusherJsClient,
     ensure_node_modules,
@@ -37,11 +36,6 @@ SECRET = "app-secret"
 MASTER_KEY = b"actorcast-e2e-master-key-32bytes"  # 32 bytes
 MASTER_KEY_B64 = base64.b64encode(MASTER_KEY).decode()
 SOCKET_ID = re.compile(r"\A\d+\.\d+\Z")
-
-LOCAL_COUNT_EVENT = (
-    "pusher_internal:subscription_count carries each node's own count, never the channel's "
-    "cluster-wide count"
-)
 
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 
@@ -462,9 +456,6 @@ def test_signin_send_to_user_and_terminate_user_connections_4009_without_reconne
 # --------------------------------------------------------------------------- cache channels, counts
 
 
-@known_bug("the SDK trigger of v1 (answered 200 by one node) and the broadcast of v2 right after (on the "
-           "other) reach that other node in the wrong order, and its cache keeps the one that arrived last: "
-           "v1", some_runs=("redis2", "workers2"))
 def test_cache_channel_reports_cache_miss_then_gives_last_event_to_a_later_subscriber(node, js):
     first = js(node)
     first.wait_connected()
@@ -486,7 +477,6 @@ def test_cache_channel_reports_cache_miss_then_gives_last_event_to_a_later_subsc
     assert [e["data"] for e in app_events(later, "cache-ticker")] == [{"v": 2}]
 
 
-@known_bug(LOCAL_COUNT_EVENT, every_run=("redis2",), some_runs=("workers2",))
 def test_subscription_count_event_reaches_pusher_js_when_enabled(start_node, js):
     node = start_node(enable_subscription_count=True)
     a = js(node)
