@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 DEAD_AFTER = 3  # heartbeat intervals of silence after which a node is dead
 MEET_PEERS_SECONDS = 10.0  # how long meet() waits for the peers a node expects
+FORGOTTEN_KEPT = 256  # nodes dropped for silence that are remembered, in case they were only slow
 
 
 class Cluster:
@@ -89,6 +90,7 @@ class Cluster:
         self._publish_seqs = itertools.count(1)
         self._synced = False  # presence exchanged since the bus last (re)connected
         self._synced_from: dict[str, set[str]] = {}  # peer -> the apps whose Sync it sent us
+        self._forgotten: dict[str, None] = {}  # nodes dropped for silence (oldest first)
         self.quota = Quota(node_id, apps, self.send)
 
     # --- lifecycle -----------------------------------------------------------------
@@ -247,6 +249,10 @@ class Cluster:
             return
         if origin not in self.peers:
             log.info("node %s joined the cluster (%s)", origin, describe(self.bus))
+            if self._forgotten.pop(origin, "new") is None:
+                # Dropped for silence, yet alive (a stalled process, say): what it
+                # holds was forgotten here. Ask again; it answers as on a join.
+                self.send(wire.SyncRequest(self.node_id))
         self.peers[origin] = now
         if isinstance(message, wire.Publish):
             self._to_app(message.app_id, RemotePublish(message.frames, message.except_socket_id))
@@ -329,15 +335,22 @@ class Cluster:
         for node, seen in list(self.peers.items()):
             if now - seen > limit:
                 self._drop(node, f"silent for {now - seen:.1f} s")
+                self._forgotten[node] = None
+                if len(self._forgotten) > FORGOTTEN_KEPT:
+                    del self._forgotten[next(iter(self._forgotten))]
         for seq, (handed, _) in list(self._own.items()):
             if now - handed > limit:  # the bus took it but lost it: late here beats never
                 log.debug("own publish %d did not come back from the bus in %.1f s; delivered here", seq, now - handed)
                 self._deliver_own(seq)
+        reconnecting = False
         if now - self._heard_self > limit and hasattr(self.bus, "reconnect"):
             log.warning("not even our own heartbeat came back for %.1f s: reconnecting the bus", now - self._heard_self)
             self._heard_self = now
             self.bus.reconnect()
-        connected = bool(self.bus.connected)
+            # The bus may come back before a beat sees it down: sync again all the
+            # same, on the new connection (a beat from now), not on the old one.
+            self._synced, reconnecting = False, True
+        connected = bool(self.bus.connected) and not reconnecting
         if connected and not self._synced:
             # Just (re)connected: whatever we missed, and whatever the others
             # dropped of ours meanwhile, is exchanged again.

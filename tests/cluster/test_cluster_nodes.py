@@ -238,3 +238,21 @@ def test_presence_queries_right_after_a_join_or_leave_on_another_node_count_it(c
             client.unsubscribe("presence-x")
             client.until_pong()  # b has handled the leave (unsubscribe has no reply)
         assert api_get(a, "/apps/1/channels/presence-x/users") == {"users": [{"id": "ann"}]}
+
+
+def test_a_node_dropped_for_silence_that_was_only_stalled_gets_its_state_back_everywhere(cluster, open_client):
+    import time
+
+    a, b = cluster(2)
+    wait_until(lambda: a.call(a.cluster.synced_peers) == 1 and b.call(b.cluster.synced_peers) == 1, message="met")
+    join_presence(open_client(a), a, "presence-x", "ann")
+    join_presence(open_client(b), b, "presence-x", "ben")
+
+    def users(node) -> list[str]:
+        return node.call(lambda: node._app_actors["1"].proxy().presence_users("presence-x").get(timeout=5))
+
+    wait_until(lambda: users(a) == users(b) == ["ann", "ben"], message="both replicas full")
+    b.call(time.sleep, 8 * HEARTBEAT)  # b's hub stalls (a blocking call), its bus stays up: a drops b
+    # a hears b again and asks for what it forgot; b, which did not hear even its
+    # own heartbeats meanwhile, reconnects its bus and syncs anew.
+    wait_until(lambda: users(a) == users(b) == ["ann", "ben"], message="the replicas are whole again")
