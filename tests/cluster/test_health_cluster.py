@@ -12,7 +12,6 @@ import http.client
 import json
 import uuid
 
-from tests.cluster.test_workers import workers  # noqa: F401 - the fixture
 from tests.conftest import wait_until
 
 HEARTBEAT = 0.2
@@ -66,7 +65,7 @@ def test_ready_waits_for_the_presence_resync_after_the_bus_is_back(make_node, re
     wait_until(lambda: get_json(node.port, "/ready")[0] == 200, message="the next beat re-syncs")
 
 
-def test_usage_under_two_workers_names_the_worker_each_connection_reached(workers):  # noqa: F811
+def test_usage_under_two_workers_names_the_worker_each_connection_reached(workers):
     node = workers(2)
     seen: dict[int, int] = {}
     for _ in range(100):  # the kernel spreads connections by their ports: both show up soon
