@@ -47,7 +47,9 @@ TOPOLOGIES = ("single", "redis2", "workers2")
 JOIN_TIMEOUT = 10.0  # two nodes see each other on the bus / two workers listen
 HTTP_TIMEOUT = 10.0
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STOP_TIMEOUT = 20.0  # the parent's shutdown grace (5 s) and margin (5 s), and some
+# The parent's own bound: the workers' shutdown grace (5 s) and its margin (5 s),
+# then closing the relay and /metrics on its hub (10 s at most); and some.
+STOP_TIMEOUT = 30.0
 WORKERS_LISTENING = re.compile(
     r"actors\.workers: actorcast listening on ws://[\d.]+:(?P<port>\d+)/app/\S* "
     r"\(metrics on http://[\d.]+:(?P<metrics>\d+)/metrics\), (?P<workers>\d+) workers"
@@ -330,6 +332,10 @@ class WorkerNode:
             conn.close()
         try:
             code = self.process.stop(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise AssertionError(f"the worker node did not stop within {STOP_TIMEOUT} s of SIGTERM; it logged:\n"
+                                 + "\n".join(self.process.output[-40:])) from None
         finally:
             self.process.kill()
             os.unlink(self._config.name)
