@@ -210,9 +210,8 @@ class AppActor(WebhookShare, ClusterShare, CountShare, GeventActor):
                        accepted: bool) -> None:
         """Hand each channel its finished frame (encoded once, at the edge or by the origin node).
 
-        ``accepted``: this node accepted the publish, so it counts it (once for
-        the cluster) and times its fan-out from the call, even with no
-        subscriber here; a publish from another node is timed from its arrival.
+        ``accepted``: this node accepted it, so it counts it (once for the cluster) and times its
+        fan-out from the call, even with no subscriber here; another node's is timed from its arrival.
         """
         for name, _ in frames:
             if name not in self.channels and names.is_cache_channel(name):

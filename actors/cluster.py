@@ -69,8 +69,10 @@ class Cluster:
         heartbeat_interval: float = 2.0,
         request_timeout: float = 0.5,
         apps: Any = None,
+        expect: int = 0,
     ) -> None:
         self.node_id = node_id
+        self.expect = expect  # peers whose state meet() waits for before the node listens (its sibling workers)
         self.bus: Bus = bus if bus is not None else NoBus()
         self.solo = isinstance(self.bus, NoBus)
         self.app_actors = app_actors
@@ -180,9 +182,10 @@ class Cluster:
         apps = set(self.app_actors)
         return sum(1 for node, synced in self._synced_from.items() if node in self.peers and synced >= apps)
 
-    def meet(self, expected: int) -> None:
-        """Wait (on the hub, bounded by ``MEET_PEERS_SECONDS``) until ``expected`` peers sent their state."""
+    def meet(self) -> None:
+        """Wait (on the hub, bounded by ``MEET_PEERS_SECONDS``) until the ``expect`` peers sent their state."""
         deadline = time.monotonic() + MEET_PEERS_SECONDS
+        expected = self.expect
         while not self.solo and self.synced_peers() < expected:
             if time.monotonic() >= deadline:
                 log.warning("met %d of the %d other nodes expected within %.0f s; listening all the same",

@@ -120,15 +120,12 @@ class Node:
         self.worker = worker  # this process's number under ``actorcast serve --workers N`` (1..N), or None
         limits = self.limits  # one budget of refusal lines per client address, for the whole node (on its hub)
         self._ops = OpsLog(RateLimiter(limits.max_log_lines_per_client, limits.log_window), schedule=call_later)
-        # The other nodes (workers) whose state this one must have before it
-        # listens: it answers nothing it cannot answer for the whole cluster.
-        self.expect_peers = expect_peers
         # One random number names this node: the origin of its cluster messages and the first half of its socket
         # ids, so socket ids are unique across workers and nodes (exclusion by socket_id relies on it).
         self._tag = random.SystemRandom().randrange(1, 1 << 31)
         self.node_id = str(self._tag)
         self._socket_numbers = itertools.count(random.SystemRandom().randrange(1, 1 << 30))
-        self.cluster = Cluster(self.node_id, self.adapter, self._app_actors, self._call_in_hub,
+        self.cluster = Cluster(self.node_id, self.adapter, self._app_actors, self._call_in_hub, expect=expect_peers,
                                heartbeat_interval=heartbeat_interval, request_timeout=request_timeout, apps=self.apps)
         self._health = NodeHealth(self.node_id, worker, self.cluster, self._app_actors)
         self.running = False
@@ -169,7 +166,7 @@ class Node:
             self._app_actors[app.id] = AppActor.start(app, metrics, self._app_actor_died, self.cluster,
                                                       self._webhook_actors.get(app.id))
         self.cluster.start()
-        self.cluster.meet(self.expect_peers)  # bounded
+        self.cluster.meet()  # bounded: it answers nothing it could not answer for the whole cluster
         self._backend = NodeBackend(self._app_actors, self._publish, self.cluster)
         quota = None if self.cluster.solo else self.cluster.quota
         self._routes = NodeRoutes(self.apps, self._connect, self._backend, quota, self._health, self._ops)
@@ -315,16 +312,13 @@ class Node:
     def _publish(self, app_id: str, events: tuple[tuple[str, str], ...], socket_id: str | None) -> AsyncResult | None:
         """Deliver ``events`` ((channel, event JSON) pairs) on every node; the bus's result, or None alone.
 
-        On a cluster this node delivers its own publish when the bus brings it
-        back, as every other node does: all of them then see one publisher's
-        events in the bus's one order, even when its calls reach different
-        nodes. Only if the bus refuses it is it delivered here at once.
+        On a cluster it is delivered here too when the bus brings it back (``Cluster.publish``), so every
+        node sees one publisher's events in the bus's one order, even when its calls reach different nodes.
         """
         started = time.monotonic()
 
         def deliver_here() -> None:
-            ref = self._app_actors.get(app_id)  # now: the app actor may have been restarted since
-            if ref is not None:
+            if (ref := self._app_actors.get(app_id)) is not None:  # now: it may have been restarted since
                 frames = tuple((channel, text_frame(event)) for channel, event in events)
                 tell_if_alive(ref, PublishFrames(frames, socket_id, started))
 
