@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -22,9 +21,9 @@ from transport.errors import ConfigError
 from transport.settings import NodeSettings
 
 from .cli import fail, problem_lines, read_settings
-from .hub import HubThread
 from .logs import configure_logging
 from .node import Node
+from .stop_signal import StopSignal
 from .worker_bus import WorkerBus
 
 __all__ = ["main"]
@@ -63,9 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"actorcast: worker {number}: {line}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format, worker=number)
-    stop = HubThread.os_event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = StopSignal().install()  # not a threading.Event: see actors/stop_signal.py
     try:
         node = Node(**{**settings.node_kwargs(), **cluster_options(settings, env)})
         node.start()

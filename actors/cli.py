@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -32,9 +31,9 @@ from transport.errors import ConfigError
 from transport.settings import NODE_RULES, NodeSettings, SettingsError, flag_name, resolve
 
 from . import __version__
-from .hub import HubThread
 from .logs import configure_logging
 from .node import Node
+from .stop_signal import StopSignal
 from .workers import Supervisor, WorkerStartError
 
 __all__ = ["UsageError", "build_parser", "main", "problem_lines", "read_settings"]
@@ -160,9 +159,7 @@ def serve(settings: NodeSettings, argv: list[str], env: dict[str, str]) -> int:
     """Run the node (or its supervisor and workers) until SIGTERM/SIGINT; the exit code."""
     # The node runs on its own hub thread; this thread only waits for a signal.
     # Handlers go in first, so a signal during start-up still stops cleanly.
-    stop = HubThread.os_event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = StopSignal().install()  # not a threading.Event: see actors/stop_signal.py
     supervisor = None
     try:
         if settings.workers > 1:  # each worker builds its own node from the same argv and env
