@@ -143,6 +143,12 @@ class _Inbox(gevent.queue.SimpleQueue):
         """The envelopes still queued, oldest first (left in place)."""
         return list(self.queue)
 
+    def take_all(self) -> list[Envelope[Any]]:
+        """Remove and return the envelopes still queued, oldest first, without yielding."""
+        taken = self.pending()
+        self.queue.clear()
+        return taken
+
 
 class PriorityInbox(_Inbox):
     """An inbox whose cleanup messages wait while anything else is queued.
@@ -170,6 +176,13 @@ class PriorityInbox(_Inbox):
 
     def pending(self) -> list[Envelope[Any]]:
         return [*self.first, *self.second]
+
+    def take_all(self) -> list[Envelope[Any]]:
+        taken = self.pending()
+        self.first.clear()
+        self.second.clear()
+        self.queue.clear()  # their tokens
+        return taken
 
 
 class _StoppedFlag:

@@ -128,6 +128,7 @@ class WebhookActor(GeventActor):
         # keeps its own decisions and than the delay: by then it holds every
         # timer that matters and nothing it learnt while catching up is pending.
         self.settle = max(self.ledger.window, app.webhook_delay_seconds) + beat
+        self._restart_args = (app, metrics, timings, queue_limit, cluster, lanes)
         self.leading = self.cluster is None
         self.delayer = wh.Delayer(app.webhook_delay_seconds)
         self.announced = Announced()
@@ -337,6 +338,31 @@ class WebhookActor(GeventActor):
                 timer.kill(block=False)
         for sender in self.senders:
             sender.kill()
+
+    def on_died(self, reason: str) -> None:
+        """Died of a bug: a fresh actor takes over at the same ref (the app's actors hold it; it is
+        re-pointed here, before anyone can tell it more), and one line says what was lost."""
+        try:
+            lost = str(self.pending())
+        except Exception:  # the bug may have broken the counts too
+            lost = "some"
+        self.on_stop()
+        if self.stopping:  # the node is draining it: nothing to restore
+            log.error("webhook actor of app %s died during shutdown: %s; %s event(s) not delivered", self.app.id,
+                      reason, lost)
+            return
+        fresh = WebhookActor.start(*self._restart_args)
+        for envelope in self.actor_inbox.take_all():  # queued behind the crash (a stop, say): the fresh one's now
+            fresh.actor_inbox.put(envelope)
+        _repoint(self.actor_ref, fresh)
+        log.error("webhook actor of app %s died: %s; restarted, %s webhook event(s) it held were lost", self.app.id,
+                  reason, lost)
+
+
+def _repoint(ref: WebhookRef, fresh: WebhookRef) -> None:
+    """Make ``ref`` (held by the app's actors) reach the actor behind ``fresh`` from now on."""
+    ref.__dict__.pop("_actorcast_proxy", None)  # the dead actor's cached proxy (runtime.proxy_of)
+    ref.__dict__.update({k: v for k, v in fresh.__dict__.items() if k != "_actorcast_proxy"})
 
 
 def drain_webhooks(webhook_actors: dict[str, WebhookRef], app_actors: dict[str, AppRef], deadline: float) -> None:

@@ -459,3 +459,29 @@ def test_a_dead_metrics_actor_costs_counts_not_deliveries(app, monkeypatch, erro
     assert app_actor.is_alive() and app_actor.proxy().channel_ref("news").get(timeout=TIMEOUT).is_alive()
     (line,) = errors()  # no supervisor: the metrics actor logs its own death
     assert "MetricsActor" in line.getMessage() and "PlantedBug: planted in metrics" in line.getMessage()
+
+
+# --- the webhook actor -----------------------------------------------------------------------
+
+
+def test_a_dead_webhook_actor_is_replaced_at_the_same_ref_and_gets_what_was_queued_behind_the_crash(
+    metrics, monkeypatch, errors, wait_until
+):
+    from actors.webhooks import Hook, WebhookActor
+    from actors.refs import webhook_proxy
+
+    def offer(self, event):
+        raise PlantedBug("planted in offer")
+
+    monkeypatch.setattr(WebhookActor, "offer", offer)
+    app = App(webhooks=[{"url": "http://127.0.0.1:9/hook"}])
+    ref = WebhookActor.start(app, metrics)
+    first = ref.actor_urn
+    ref.tell(Hook({"name": "channel_occupied", "channel": "news"}))  # kills it
+    status = webhook_proxy(ref).status()  # queued behind the crash: answered by the fresh actor
+    assert status.get(timeout=TIMEOUT)["queued"] == 0
+    assert ref.actor_urn != first and ref.is_alive()
+    ref.stop(timeout=TIMEOUT)  # reaches the fresh actor too: nothing is left running
+    assert not [r for r in pykka.ActorRegistry.get_by_class(WebhookActor)]
+    (line,) = errors()
+    assert line.getMessage().startswith("webhook actor of app 1 died: PlantedBug: planted in offer at ")
