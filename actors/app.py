@@ -31,6 +31,7 @@ from transport.presence import RemotePresence
 
 from .app_cluster import ClusterShare
 from .app_counts import CountShare
+from .app_presence import MemberLate, PresenceShare
 from .app_webhooks import RemoteOccupancy, WebhookShare
 from .channel import ChannelActor
 from .cluster import Cluster
@@ -80,7 +81,7 @@ class _Entry:
         self.leaving: list[str] | None = None  # disconnected sockets whose leave is not sent yet
 
 
-class AppActor(WebhookShare, ClusterShare, CountShare, GeventActor):
+class AppActor(WebhookShare, PresenceShare, ClusterShare, CountShare, GeventActor):
     """The channel directory of one app on this node."""
 
     def __init__(
@@ -98,10 +99,11 @@ class AppActor(WebhookShare, ClusterShare, CountShare, GeventActor):
         self.metrics = metrics
         self.cluster = cluster  # None for a node alone
         self.origin = cluster.node_id if cluster is not None else ""
-        # Presence across nodes: this node's members (what it announces) and
-        # the replica of everybody else's (what it hears).
+        # Presence: this node's members (what it announces) and, on a cluster,
+        # the registry of every node's, applied in the bus's order (actors.app_presence).
         self.local_members: dict[str, dict[str, Any]] = {}  # channel -> user_id -> user_info
         self.remote = RemotePresence()
+        self._presence_init()
         self.supervisor = supervisor  # supervisor(app_id, reason), called on the hub if this actor dies
         self.channels: dict[str, _Entry] = {}
         self.connections: dict[str, ConnectionRef] = {}  # socket_id -> its ConnectionActor
@@ -130,11 +132,9 @@ class AppActor(WebhookShare, ClusterShare, CountShare, GeventActor):
         elif kind is LocalMember:
             self._local_member(message)
         elif kind is RemoteMember:
-            if message.joined:
-                changes = self.remote.join(message.node, message.channel, message.user_id, message.user_info)
-            else:
-                changes = self.remote.leave(message.node, message.channel, message.user_id)
-            self._remote_changes(changes)
+            self._remote_member(message)
+        elif kind is MemberLate:
+            self._member_late(message.seq)
         elif kind is RemoteSync:
             self._remote_changes(self.remote.replace_node(message.node, message.members))
         elif kind is NodeGone:
@@ -292,8 +292,9 @@ class AppActor(WebhookShare, ClusterShare, CountShare, GeventActor):
     def _channel(self, name: str, *, create: bool = False) -> _Entry | None:
         entry = self.channels.get(name)
         if entry is None and create:
-            remote = self.remote.users(name) if names.channel_kind(name) is names.ChannelKind.PRESENCE else None
-            ref = ChannelActor.start(self.app, name, self.actor_ref, self.metrics, remote, self.webhooks)
+            clustered = self.clustered and names.channel_kind(name) is names.ChannelKind.PRESENCE
+            remote = self.remote.users(name) if clustered else None  # the members at this point of the order
+            ref = ChannelActor.start(self.app, name, self.actor_ref, self.metrics, remote, self.webhooks, clustered)
             entry = self.channels[name] = _Entry(ref)
         return entry
 

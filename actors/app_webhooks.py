@@ -8,10 +8,10 @@ Cluster-wide meaning, worked out alike by every node from its replica; the
 webhook actor decides which node sends (``actors.webhooks``: the leader, and
 the others keep what they would send in its place):
 
-* members: the app actor already knows every node's members (its own in
-  ``local_members``, the others' in the ``remote`` replica), so a user
-  is added when their first socket anywhere joins and removed when their
-  last anywhere leaves.
+* members: the app actor keeps every node's members (``remote``, the
+  registry of ``actors.app_presence``; a node alone: ``local_members``), so
+  a user is added when their first socket anywhere joins and removed when
+  their last anywhere leaves, in the bus's order.
 * occupancy: each node tells the others when one of its channels gets its
   first local subscriber or loses its last (``transport.cluster.Occupancy``);
   every node keeps which other nodes occupy which channel
@@ -63,6 +63,7 @@ class WebhookShare:
     remote: RemotePresence
     webhooks: WebhookRef | None
     remote_occupied: dict[str, set[str]]
+    clustered: bool  # presence goes through the bus (``actors.app_presence``)
 
     def _tell_hook(self, event: dict[str, Any]) -> None:
         if self.webhooks is not None:
@@ -117,15 +118,15 @@ class WebhookShare:
 
     def _local_member(self, message: LocalMember) -> None:
         super()._local_member(message)  # type: ignore[misc]
-        if self.webhooks is not None and not self.remote.has_user(message.channel, message.user_id):
+        if self.webhooks is not None and not self.clustered:  # a node alone: its channels decided
             make = wh.member_added if message.joined else wh.member_removed
             self._tell_hook(make(message.channel, message.user_id))
 
     def _remote_changes(self, changes: list[Change]) -> None:
+        # On a cluster: the registry's changes, in the bus's order (every node's members, ours too).
         super()._remote_changes(changes)  # type: ignore[misc]
         if self.webhooks is None:
             return
         for change in changes:
-            if change.user_id not in self.local_members.get(change.channel, ()):
-                make = wh.member_added if change.present else wh.member_removed
-                self._tell_hook(make(change.channel, change.user_id))
+            make = wh.member_added if change.present else wh.member_removed
+            self._tell_hook(make(change.channel, change.user_id))

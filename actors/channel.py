@@ -7,7 +7,7 @@ bounded buffer), so the loop costs what the sends cost, whatever the number
 of subscribers. Counts go to the metrics actor once per broadcast (with
 ``tell_if_alive``: should the metrics actor die, counts are lost, not deliveries).
 
-Presence channels also own their members (user id -> info and sockets);
+Presence channels also own their members (``actors.channel_presence``);
 cache channels keep their last event for new subscribers.
 """
 
@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from transport import auth, names, protocol, webhooks
+from transport import names, protocol, webhooks
 from transport.config import App
-from transport.presence import Change
 from transport.writer import Offer
 
+from .channel_presence import PresenceMembers
 from .messages import (
     Barrier,
     Broadcast,
@@ -31,10 +31,9 @@ from .messages import (
     ChannelEmpty,
     FanoutDone,
     Join,
-    JoinRefused,
     Leave,
     LeaveMany,
-    LocalMember,
+    MemberDecided,
     Relay,
     RemoteChanges,
     Sent,
@@ -50,7 +49,6 @@ __all__ = ["ChannelActor"]
 log = logging.getLogger(__name__)
 
 CACHE_TTL_SECONDS = 30 * 60
-_ABSENT = object()
 
 
 class _Tick:
@@ -86,7 +84,7 @@ class _Rest(NamedTuple):
     report: Callable[[int], None]
 
 
-class ChannelActor(SharedLoopActor):
+class ChannelActor(PresenceMembers, SharedLoopActor):
     """One channel of one app; started and retired by that app's actor.
 
     A :class:`~actors.shared_loop.SharedLoopActor`: an idle channel holds no
@@ -105,14 +103,15 @@ class ChannelActor(SharedLoopActor):
         name: str,
         app_actor: AppRef,
         metrics: MetricsRef,
-        remote_users: dict[str, Any] | None = None,
+        present: dict[str, Any] | None = None,
         webhooks: WebhookRef | None = None,
+        clustered: bool = False,
     ) -> None:
         super().__init__()
         self.webhooks = webhooks  # the app's WebhookActor (cache_miss), or None
-        # Presence: users present on other nodes (user_id -> user_info), kept
-        # up to date by the app actor's replica (RemoteChanges).
-        self.remote_users: dict[str, Any] = dict(remote_users or {})
+        # Presence on a cluster: ``present`` is every node's members at this point
+        # of the bus's order, kept up to date by the app actor (RemoteChanges).
+        self._presence_members(present, clustered)
         self.app = app
         self.name = name
         self.app_actor = app_actor
@@ -122,8 +121,6 @@ class ChannelActor(SharedLoopActor):
         self.offers: dict[str, Offer] = {}
         self.joins = 0
         self.presence = names.channel_kind(name) is names.ChannelKind.PRESENCE
-        self.members: dict[str, tuple[Any, set[str]]] = {}  # user_id -> (user_info, socket ids)
-        self.socket_users: dict[str, str] = {}  # socket_id -> user_id (presence)
         self.cache = names.is_cache_channel(name)
         self.cached: bytes | None = None
         self._cache_timer: Timer | None = None
@@ -145,6 +142,8 @@ class ChannelActor(SharedLoopActor):
             self.relay(message)
         elif kind is RemoteChanges:
             self.remote_changed(message.changes)
+        elif kind is MemberDecided:
+            self.decided(message)
         elif kind is _Rest:
             self._deliver_rest(message)
         elif kind is SubscriptionCount:  # the cluster's count (the app actor throttles it)
@@ -164,6 +163,7 @@ class ChannelActor(SharedLoopActor):
         """Died of a bug: tell the app actor who was subscribed, so it can have them resubscribe."""
         self.on_stop()
         sockets = dict.fromkeys(self.offers)
+        sockets.update(dict.fromkeys(self.waiting_sockets))  # waiting for the cluster's answer
         # Joins already queued here will never be answered: those clients must reconnect too.
         sockets.update(dict.fromkeys(m.socket_id for m in self.pending_messages() if type(m) is Join))
         died = ChannelDied(self.name, self.actor_ref, tuple(sockets), reason)
@@ -225,42 +225,23 @@ class ChannelActor(SharedLoopActor):
             return
         member = message.member
         if self.presence and member is not None:
-            if not self._add_member(socket_id, member, offer):
-                tell_if_alive(message.connection, JoinRefused(self.name))
+            added = self._add_member(message, member)
+            if added is None:
+                return  # its user's first socket here: confirmed when the cluster agrees
+            if not added:
+                self._maybe_empty()
                 return
         self.offers[socket_id] = offer
         self._report()  # before the confirmation: a query made after it sees this join
+        self._greet(socket_id, offer)
+
+    def _greet(self, socket_id: str, offer: Offer) -> None:
+        """The confirmation, then a cache channel's last event (or its miss)."""
         self._send(offer, self._succeeded_frame())
         if self.cache:
             self._send(offer, self.cached or protocol.event_frame(self.name, "pusher:cache_miss", {}))
             if self.cached is None and self.webhooks is not None:
                 tell_if_alive(self.webhooks, Hook(webhooks.cache_miss(self.name)))
-
-    def _add_member(self, socket_id: str, member: auth.PresenceMember, offer: Offer) -> bool:
-        entry = self.members.get(member.user_id)
-        if entry is None:
-            remote = self.remote_users
-            if member.user_id not in remote and self._user_count() >= self.app.max_presence_members:
-                error = {
-                    "type": "LimitReached",
-                    "error": f"Presence channel {self.name} is full ({self.app.max_presence_members} members)",
-                    "status": 403,
-                }
-                self._send(offer, protocol.event_frame(self.name, "pusher:subscription_error", error))
-                self._maybe_empty()
-                return False
-            frame = protocol.event_frame(
-                self.name,
-                "pusher_internal:member_added",
-                {"user_id": member.user_id, "user_info": member.user_info},
-            )
-            if member.user_id not in remote:  # already present elsewhere: nobody is told twice
-                self._fan_out(frame)  # before adding: the joiner is not told about itself
-            entry = self.members[member.user_id] = (member.user_info, set())
-            tell_if_alive(self.app_actor, LocalMember(self.name, member.user_id, member.user_info, True))
-        entry[1].add(socket_id)
-        self.socket_users[socket_id] = member.user_id
-        return True
 
     def leave(self, socket_id: str) -> None:
         """Remove a subscriber; an empty channel asks its app actor to retire it."""
@@ -277,36 +258,10 @@ class ChannelActor(SharedLoopActor):
 
     def _remove(self, socket_id: str) -> bool:
         if self.offers.pop(socket_id, None) is None:
-            return False
-        user_id = self.socket_users.pop(socket_id, None)
-        if user_id is not None:
-            sockets = self.members[user_id][1]
-            sockets.discard(socket_id)
-            if not sockets:
-                del self.members[user_id]
-                tell_if_alive(self.app_actor, LocalMember(self.name, user_id, None, False))
-                if user_id not in self.remote_users:  # still present on another node: not removed
-                    self._fan_out(protocol.event_frame(self.name, "pusher_internal:member_removed", {"user_id": user_id}))
+            return self._stop_waiting(socket_id) if self.waiting_sockets else False
+        if self.presence:
+            self._remove_member(socket_id)
         return True
-
-    def remote_changed(self, changes: Iterable[Change]) -> None:
-        """Users arrived on or left every other node: tell local subscribers what changed cluster-wide."""
-        remote = self.remote_users
-        for change in changes:
-            user_id = change.user_id
-            if change.present:
-                if user_id not in remote and user_id not in self.members:
-                    data = {"user_id": user_id, "user_info": change.user_info}
-                    self._fan_out(protocol.event_frame(self.name, "pusher_internal:member_added", data))
-                remote[user_id] = change.user_info
-            elif remote.pop(user_id, _ABSENT) is not _ABSENT and user_id not in self.members:
-                self._fan_out(protocol.event_frame(self.name, "pusher_internal:member_removed", {"user_id": user_id}))
-        self._report()
-
-    def _user_count(self) -> int:
-        if not self.remote_users:
-            return len(self.members)
-        return len(self.members.keys() | self.remote_users.keys())
 
     def _left(self) -> None:
         if self.offers or self.cached is not None:
@@ -319,7 +274,7 @@ class ChannelActor(SharedLoopActor):
         tell_if_alive(self.app_actor, counts)
 
     def _maybe_empty(self) -> None:
-        if not self.offers and self.cached is None:
+        if not self.offers and self.cached is None and not self.waiting:
             tell_if_alive(self.app_actor, ChannelEmpty(self.name, self.joins))
 
     # --- answers for the HTTP API and tests ----------------------------------
@@ -335,20 +290,10 @@ class ChannelActor(SharedLoopActor):
             out["user_count"] = self._user_count()
         return out
 
-    def user_ids(self) -> list[str]:
-        """The ids of the users present, on every node (presence channels)."""
-        return list(self.members.keys() | self.remote_users.keys())
-
     # --- helpers -----------------------------------------------------------------
 
     def _succeeded_frame(self) -> bytes:
-        if not self.presence:
-            return self._succeeded
-        members = dict(self.remote_users)  # the whole cluster's members, local ones last (theirs win)
-        members.update((uid, info) for uid, (info, _) in self.members.items())
-        ids = list(members)
-        data = {"presence": {"ids": ids, "hash": members, "count": len(ids)}}
-        return protocol.event_frame(self.name, "pusher_internal:subscription_succeeded", data)
+        return self._members_frame() if self.presence else self._succeeded
 
     def _send(self, offer: Offer, frame: bytes) -> None:
         if offer(frame):

@@ -246,6 +246,9 @@ class Cluster:
             self._heard_self = now
             if isinstance(message, wire.Publish):  # our own publish, back in the bus's order: delivered here now
                 self._deliver_own(message.seq)
+            elif isinstance(message, wire.Member) and message.seq:  # our presence change, applied in the order
+                self._to_app(message.app_id, RemoteMember(origin, message.channel, message.user_id,
+                                                          message.user_info, message.joined, message.ask, message.seq))
             return
         if isinstance(message, wire.Bye):
             self._drop(origin, "stopped")
@@ -261,7 +264,7 @@ class Cluster:
             self._to_app(message.app_id, RemotePublish(message.frames, message.except_socket_id))
         elif isinstance(message, wire.Member):
             self._to_app(message.app_id, RemoteMember(origin, message.channel, message.user_id, message.user_info,
-                                                      message.joined))
+                                                      message.joined, message.ask))
         elif isinstance(message, wire.Occupancy):
             self._to_app(message.app_id, RemoteOccupancy(origin, message.channel, message.occupied))
         elif isinstance(message, wire.SubscriptionCounts):

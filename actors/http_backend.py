@@ -3,10 +3,10 @@
 Runs in the HTTP request's greenlet on the node's hub, at the edge of the
 actor system, so it may wait (always bounded): for the app actor, which keeps
 every channel's counts and the cluster's presence replicas, and, on a
-cluster, for the other nodes' share of the subscription counts and, for one
-presence channel's user count or users, of its members as of the question
+cluster, for the other nodes' share of the subscription counts and, for
+presence channels' user counts or users, of its members as of the question
 (``Cluster.request``, bounded by its timeout; a node that does not answer is
-counted from the replica).
+counted from the registry).
 """
 
 from __future__ import annotations
@@ -124,27 +124,40 @@ class NodeBackend:
         mine = self._call(lambda: proxy.presence_users(channel) if missing else proxy.local_users(channel))
         return answered | set(mine)
 
-    def channels(self, app: App) -> dict[str, dict[str, int]]:
+    def channels(self, app: App, users: bool = False) -> dict[str, dict[str, int]]:
         ref = self._app(app)
         local = self._call(lambda: app_proxy(ref).channels_info())  # {name: (subscriptions, users)}, kept ready
-        answers = self.cluster.request(app.id, "channels", {})
-        if not answers:
-            subscriptions = {name: counts[0] for name, counts in local.items()}
-        else:
-            subscriptions = {name: counts[0] for name, counts in local.items()}
-            for answer in answers:
-                if isinstance(answer, dict):
-                    for name, count in answer.items():
-                        if isinstance(count, int):
-                            subscriptions[name] = subscriptions.get(name, 0) + count
+        # ``users``: presence user counts as of the question, from every node's own members.
+        answers, missing = self.cluster.request_each(app.id, "channels", {"users": True} if users else {})
+        subscriptions = {name: counts[0] for name, counts in local.items()}
+        members: dict[str, set[str]] = {}
+        for answer in answers:
+            if not isinstance(answer, dict):
+                continue
+            if users:
+                held = answer.get("users")
+                if isinstance(held, dict) and isinstance(answer.get("subscriptions"), dict):
+                    answer = answer["subscriptions"]
+                    for name, ids in held.items():
+                        members.setdefault(name, set()).update(_ids(ids))
+                else:
+                    missing += 1  # an older node: no members in its answer
+            for name, count in answer.items():
+                if isinstance(count, int):
+                    subscriptions[name] = subscriptions.get(name, 0) + count
         yield_to_io()  # between the asks and the building of a long answer: let the hub serve others
         # Written for 10,000 channels: one dict per channel, presence looked up only if there is any.
         out = {name: {"subscription_count": count} for name, count in subscriptions.items()}
         presence = [name for name in out if name.startswith("presence-")]
-        if presence:
-            users = self._call(lambda: app_proxy(ref).presence_user_counts())
+        if presence and users:
+            # Ours and the answers; the registry's for a node that did not answer.
+            mine = self._call(lambda: app_proxy(ref).presence_members(bool(missing)))
             for name in presence:
-                out[name]["user_count"] = users.get(name, 0)
+                out[name]["user_count"] = len(members.get(name, set()).union(mine.get(name, ())))
+        elif presence:
+            counts = self._call(lambda: app_proxy(ref).presence_user_counts())
+            for name in presence:
+                out[name]["user_count"] = counts.get(name, 0)
         return out
 
     def users(self, app: App, channel: str) -> list[str]:

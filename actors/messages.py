@@ -23,6 +23,7 @@ __all__ = [
     "PublishFrames",
     "NodeGone",
     "LocalMember",
+    "MemberDecided",
     "Barrier",
     "Broadcast",
     "ChannelCounts",
@@ -86,13 +87,16 @@ class RemotePublish(NamedTuple):
 
 
 class RemoteMember(NamedTuple):
-    """Another node's presence change: a user's first socket joined, or its last left."""
+    """A node's presence change off the bus (this node's own too): a user's first socket there
+    joined (``ask``: a join to decide in the bus's order), or its last left; ``seq``: the origin's number."""
 
     node: str
     channel: str
     user_id: str
     user_info: Any
     joined: bool
+    ask: bool = False
+    seq: int = 0
 
 
 class RemoteSync(NamedTuple):
@@ -123,12 +127,17 @@ class TerminateUser(NamedTuple):
 
 
 class LocalMember(NamedTuple):
-    """To the app actor: a user's first local socket joined a presence channel, or its last left."""
+    """To the app actor: a user's first local socket joined a presence channel, or its last left.
+
+    ``ticket`` (a channel of a cluster node): the join waits for the cluster's
+    answer, a :class:`MemberDecided` with this ticket (unique in the process).
+    """
 
     channel: str
     user_id: str
     user_info: Any
     joined: bool
+    ticket: int = 0
 
 
 class Join(NamedTuple):
@@ -235,6 +244,14 @@ class RemoteChanges(NamedTuple):
     """To a presence channel: users now present (or gone) on other nodes."""
 
     changes: tuple[Change, ...]
+
+
+class MemberDecided(NamedTuple):
+    """To a presence channel: the cluster admitted (or refused, the member limit) the join ``ticket``."""
+
+    user_id: str
+    ticket: int
+    admitted: bool
 
 
 class Relay(NamedTuple):

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         presence_user_counts = proxy_method(AppActor.presence_user_counts)
         local_users = proxy_method(AppActor.local_users)
         presence_users = proxy_method(AppActor.presence_users)
+        presence_members = proxy_method(AppActor.presence_members)
         terminate_all = proxy_method(AppActor.terminate_all)
         terminate_user = proxy_method(AppActor.terminate_user)
         usage = proxy_method(AppActor.usage)

@@ -80,7 +80,14 @@ class Publish(NamedTuple):
 
 class Member(NamedTuple):
     """A user's first socket on ``origin`` joined a presence channel (``joined``),
-    or its last one there left (``joined`` False, ``user_info`` None)."""
+    or its last one there left (``joined`` False, ``user_info`` None).
+
+    ``ask``: a join that every node decides at its place in the bus's order
+    (the member limit, ``transport.presence.RemotePresence.ask``); without it
+    (an older node, or one that decided alone) the join is taken as it is.
+    ``seq``: the origin's number for it, to know its own message when it comes
+    back (0: the origin applied it already and ignores it then).
+    """
 
     origin: str
     app_id: str
@@ -88,6 +95,8 @@ class Member(NamedTuple):
     user_id: str
     user_info: Any
     joined: bool
+    ask: bool = False
+    seq: int = 0
 
 
 class Occupancy(NamedTuple):
@@ -254,6 +263,7 @@ _KEYS: dict[str, str] = {
     "finished": "d",
     "counts": "n",
     "snapshot": "z",
+    "ask": "e",
 }
 
 

@@ -106,6 +106,7 @@ FIELD_CHECKS: dict[str, Check] = {
     "joined": Checker.flag,
     "occupied": Checker.flag,
     "snapshot": Checker.flag,
+    "ask": Checker.flag,
     "counts": Checker.counts,
     "seq": Checker.integer,
     "members": Checker.members,

@@ -1,9 +1,11 @@
-"""The presence replica of the *other* nodes: who is in which presence channel where.
+"""The presence registry of a cluster: who is in which presence channel on which node.
 
 Pure bookkeeping (no actors, no I/O); one :class:`RemotePresence` per app,
-owned by the app actor, fed from the cluster messages of the other nodes
-(:mod:`transport.cluster`: ``Member``, ``Sync``, ``Bye``, a dead node). The
-node's own members are not in it: the node's channels own those.
+owned by the app actor, fed from the cluster's messages in the bus's one
+order (:mod:`transport.cluster`: ``Member``, ``Sync``, ``Bye``, a dead node),
+the node's own ``Member`` messages included when they come back: every node
+holds the same registry at the same point of the order, and so takes the
+same decisions there (:meth:`RemotePresence.ask`: the member limit).
 
 Every update returns the *transitions* the node's channels must act on: a
 :class:`Change` with ``present=True`` when a user appears on some other node
@@ -86,6 +88,24 @@ class RemotePresence:
         change = self._remove(node_id, channel, user_id)
         return [] if change is None else [change]
 
+    def ask(self, node_id: str, channel: str, user_id: str, user_info: Any, limit: int | None) -> tuple[bool, list[Change]]:
+        """A join that asks for a place: refused (nothing changes) when ``user_id`` is in ``channel``
+        on no node and the channel already holds ``limit`` users; else as :meth:`join`.
+
+        Applied at the same point of one order by every node, it gets the same
+        answer everywhere, so a refused join needs no leave::
+
+            >>> p = RemotePresence()
+            >>> p.ask("A", "presence-x", "u1", None, 1)[0], p.ask("B", "presence-x", "u2", None, 1)
+            (True, (False, []))
+            >>> p.ask("B", "presence-x", "u1", None, 1)  # a member's socket on another node: admitted
+            (True, [])
+        """
+        users = self._channels.get(channel, {})
+        if user_id not in users and limit is not None and len(users) >= limit:
+            return False, []
+        return True, self.join(node_id, channel, user_id, user_info)
+
     def replace_node(self, node_id: str, members: dict[str, dict[str, Any]]) -> list[Change]:
         """A Sync: ``members`` (``{channel: {user_id: user_info}}``) is all ``node_id`` holds now.
 
@@ -130,6 +150,18 @@ class RemotePresence:
     def has_user(self, channel: str, user_id: str) -> bool:
         """True if ``user_id`` is in ``channel`` on at least one other node."""
         return user_id in self._channels.get(channel, ())
+
+    def held(self, node_id: str, channel: str) -> list[str]:
+        """The ids of the users ``node_id`` holds in ``channel``, sorted."""
+        return sorted(self._by_node.get(node_id, {}).get(channel, ()))
+
+    def held_by(self, node_id: str) -> dict[str, list[str]]:
+        """``{channel: sorted user ids}`` of every channel where ``node_id`` holds users."""
+        return {channel: sorted(users) for channel, users in self._by_node.get(node_id, {}).items()}
+
+    def count(self, channel: str) -> int:
+        """How many users are in ``channel`` on any node."""
+        return len(self._channels.get(channel, ()))
 
     def channels(self) -> list[str]:
         """The channels with at least one user on another node, sorted."""

@@ -21,7 +21,6 @@ import pytest
 import websocket
 
 from actors import Node
-from tests.topology import known_bug
 from tests.wsclient import PusherClient
 
 TIMEOUT = 5.0
@@ -31,14 +30,6 @@ INSTANT_REPLICA = (
     "asserts presence replication is instant: a member who joined on one node a moment before is "
     "missing from the next joiner's subscription_succeeded on the other node (the replica lags ~1 ms) "
     "and reaches it as a member_added instead"
-)
-PRESENCE_LIMIT = (
-    "max_presence_members is checked against the replica: a join on another node within the "
-    "replication window (~1 ms) is admitted past the limit"
-)
-PRESENCE_FLAP = (
-    "a user whose second socket joined on another node within the replication window (~1 ms) is "
-    "announced member_removed when the first socket leaves, then member_added again"
 )
 
 
@@ -185,7 +176,6 @@ def test_member_removed_only_when_the_users_last_socket_unsubscribes(sdk, node, 
     assert removed["data_decoded"] == {"user_id": "u2"}
 
 
-@known_bug(PRESENCE_FLAP, some_runs=("redis2", "workers2"))
 def test_member_removed_only_when_the_users_last_socket_disconnects(sdk, node, connect):
     a, b1, b2 = connect(), connect(), connect()
     join_presence(sdk, a, "presence-room", "u1")
@@ -200,7 +190,6 @@ def test_member_removed_only_when_the_users_last_socket_disconnects(sdk, node, c
     assert removed["data_decoded"] == {"user_id": "u2"}
 
 
-@known_bug(PRESENCE_LIMIT, some_runs=("redis2", "workers2"))
 def test_presence_member_limit_refuses_a_new_user_but_admits_a_members_second_socket(start_node, open_client, sdk):
     node = start_node(max_presence_members=2)
     a, b, c, a2 = (open_client(node) for _ in range(4))
@@ -217,7 +206,6 @@ def test_presence_member_limit_refuses_a_new_user_but_admits_a_members_second_so
     assert join_presence(sdk, a2, "presence-room", "u1")["data_decoded"]["presence"]["count"] == 2
 
 
-@known_bug(PRESENCE_LIMIT, some_runs=("redis2", "workers2"))
 def test_client_event_from_a_socket_refused_by_the_presence_limit_is_a_pusher_error(start_node, open_client, sdk):
     node = start_node(max_presence_members=1)
     member, refused = open_client(node), open_client(node)

@@ -39,6 +39,7 @@ SAMPLES = [
     Publish("node-1", "app", (("news", EVENT),), None, 42),
     Member("node-2", "app", "presence-room", "user-1", {"name": "Zoë", "tags": ["a", 1, 2.5, None, True]}, True),
     Member("node-2", "app", "presence-room", "user-1", None, False),
+    Member("node-2", "app", "presence-room", "user-1", {"name": "Zoë"}, True, True, 7),
     Occupancy("node-2", "app", "news", True),
     SubscriptionCounts("node-2", "app", {"news": 3, "gone": 0, "é": 2**40}, False),
     SubscriptionCounts("node-2", "app", {}, True),
@@ -137,7 +138,7 @@ def test_encode_refuses_values_json_cannot_carry():
 
 
 #: (kind, wire key) of fields with a default (added later): a message may leave them out.
-DEFAULTED = {(Publish, "s")}
+DEFAULTED = {(Publish, "s"), (Member, "e"), (Member, "s")}
 
 
 def _wire(message) -> dict:
@@ -330,7 +331,7 @@ def _assert_valid(message) -> None:
             continue
         if name == "seq":
             assert isinstance(value, int) and not isinstance(value, bool)
-        elif name in ("joined", "occupied", "snapshot"):
+        elif name in ("joined", "occupied", "snapshot", "ask"):
             assert isinstance(value, bool)
         elif name == "counts":
             assert all(isinstance(c, str) and type(n) is int and n >= 0 for c, n in value.items())
@@ -357,3 +358,9 @@ def test_fuzzed_encodings_decode_to_valid_messages_or_raise_protocol_error():
             outcomes["valid"] += 1
     # The mutations reach both outcomes, so the test proves something either way.
     assert outcomes["valid"] > 20 and outcomes["refused"] > 500
+
+
+def test_a_member_from_an_older_node_is_a_join_taken_as_it_is():
+    obj = _wire(Member("n", "app", "presence-room", "u1", None, True))
+    del obj["e"], obj["s"]
+    assert decode(_raw(obj)) == Member("n", "app", "presence-room", "u1", None, True, False, 0)

@@ -48,7 +48,7 @@ class FakeBackend:
     def channel_info(self, app, channel):
         return self.infos.get(channel)
 
-    def channels(self, app):
+    def channels(self, app, users=False):
         return {name: dict(info) for name, info in self.infos.items() if info.get("subscription_count")}
 
     def users(self, app, channel):

@@ -294,7 +294,7 @@ class Recorder:
     def channel_info(self, app, channel):
         return None
 
-    def channels(self, app):
+    def channels(self, app, users=False):
         return {}
 
     def users(self, app, channel):
