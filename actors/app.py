@@ -99,8 +99,7 @@ class AppActor(WebhookShare, PresenceShare, ClusterShare, CountShare, GeventActo
         self.metrics = metrics
         self.cluster = cluster  # None for a node alone
         self.origin = cluster.node_id if cluster is not None else ""
-        # Presence: this node's members (what it announces) and, on a cluster,
-        # the registry of every node's, applied in the bus's order (actors.app_presence).
+        # Presence: this node's members (what it announces); on a cluster, every node's (actors.app_presence).
         self.local_members: dict[str, dict[str, Any]] = {}  # channel -> user_id -> user_info
         self.remote = RemotePresence()
         self._presence_init()

@@ -42,6 +42,10 @@ from .runtime import call_later, tell_if_alive
 
 __all__ = ["MemberLate", "PresenceShare"]
 
+#: Numbers of our Members on the bus, unique in the process: a restarted app
+#: actor never takes its predecessor's Member, back late, for one of its own.
+_SEQS = itertools.count(1)
+
 
 class MemberLate:
     """To the app actor: its own Member ``seq`` was refused by the bus or did not come back in time."""
@@ -79,7 +83,6 @@ class PresenceShare:
     def _presence_init(self) -> None:
         self._own_members: dict[int, _Own] = {}  # seq -> our Member on the bus, not back yet
         self._in_flight: dict[tuple[str, str], list[int]] = {}  # (channel, user) -> seqs of ours not back, in order
-        self._member_seqs = itertools.count(1)
 
     @property
     def clustered(self) -> bool:
@@ -107,7 +110,7 @@ class PresenceShare:
             if message.joined:
                 self._decided(channel, user_id, message.ticket, admitted, latest=True)
             return
-        seq = next(self._member_seqs)
+        seq = next(_SEQS)
         late = MemberLate(seq)
         timer = call_later(ADMIT_TIMEOUT, tell_if_alive, self.actor_ref, late)
         self._own_members[seq] = _Own(message, timer)

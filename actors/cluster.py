@@ -23,7 +23,8 @@ to reconnect (a half-open connection).
 
 Its own publishes come back to a node in the bus's order and are delivered
 there then (``publish``), so every node sees one publisher's events in the
-same order. Connection quotas are ``actors.cluster_quota``.
+same order; so do its presence Members, which every node applies in that one
+order (``actors.app_presence``). Connection quotas are ``actors.cluster_quota``.
 """
 
 from __future__ import annotations

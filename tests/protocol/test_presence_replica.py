@@ -259,3 +259,60 @@ def test_the_replica_agrees_with_a_naive_model_under_random_operations():
         for node in nodes:
             replica.drop_node(node)
         assert _empty(replica)
+
+
+# --- the registry of a cluster: the member limit in one order ------------------------------
+
+
+def test_an_ask_under_the_limit_is_admitted_as_a_join():
+    registry = RemotePresence()
+    assert registry.ask("A", P, "u1", {"n": 1}, 2) == (True, [Change(P, "u1", {"n": 1}, True)])
+    assert registry.ask("B", P, "u2", None, 2) == (True, [Change(P, "u2", None, True)])
+    assert registry.count(P) == 2
+
+
+def test_an_ask_of_a_new_user_at_the_limit_is_refused_and_changes_nothing():
+    registry = RemotePresence()
+    registry.ask("A", P, "u1", None, 1)
+    assert registry.ask("B", P, "u2", None, 1) == (False, [])
+    assert registry.users(P) == {"u1": None}
+    assert registry.held("B", P) == [] and registry.nodes() == {"A"}
+
+
+def test_an_ask_of_a_user_present_elsewhere_is_admitted_at_the_limit_without_a_change():
+    registry = RemotePresence()
+    registry.ask("A", P, "u1", None, 1)
+    assert registry.ask("B", P, "u1", None, 1) == (True, [])
+    assert registry.held("B", P) == ["u1"]
+    assert registry.leave("A", P, "u1") == []  # still on B: no flap
+    assert registry.users(P) == {"u1": None}
+
+
+def test_every_registry_fed_one_order_gives_the_same_answers():
+    rng = random.Random(7)
+    stream = []
+    for _ in range(400):
+        node, user = rng.choice("ABC"), f"u{rng.randrange(6)}"
+        stream.append((rng.random() < 0.6, node, user))
+    answers = []
+    for _ in range(2):
+        registry, seen = RemotePresence(), []
+        for joined, node, user in stream:
+            if joined:
+                seen.append(registry.ask(node, P, user, None, 3)[0])
+            else:
+                registry.leave(node, P, user)
+            assert registry.count(P) <= 3
+        answers.append((seen, registry.users(P), {n: registry.held(n, P) for n in "ABC"}))
+    assert answers[0] == answers[1]
+
+
+def test_held_by_lists_one_nodes_users_per_channel():
+    registry = RemotePresence()
+    registry.join("A", "presence-a", "u2", None)
+    registry.join("A", "presence-a", "u1", None)
+    registry.join("A", "presence-b", "u1", None)
+    registry.join("B", "presence-b", "u3", None)
+    assert registry.held_by("A") == {"presence-a": ["u1", "u2"], "presence-b": ["u1"]}
+    assert registry.held_by("C") == {}
+    assert registry.count("presence-b") == 2 and registry.count("presence-c") == 0
