@@ -233,9 +233,9 @@ class ChannelActor(PresenceMembers, SharedLoopActor):
                 return
         self.offers[socket_id] = offer
         self._report()  # before the confirmation: a query made after it sees this join
-        self._greet(socket_id, offer)
+        self._greet(offer)
 
-    def _greet(self, socket_id: str, offer: Offer) -> None:
+    def _greet(self, offer: Offer) -> None:
         """The confirmation, then a cache channel's last event (or its miss)."""
         self._send(offer, self._succeeded_frame())
         if self.cache:

@@ -72,7 +72,7 @@ class PresenceMembers:
     _send: Callable[[Offer, bytes], None]
     _report: Callable[[], None]
     _maybe_empty: Callable[[], None]
-    _greet: Callable[[str, Offer], None]
+    _greet: Callable[[Offer], None]
 
     def _add_member(self, message: Join, member: auth.PresenceMember) -> bool | None:
         """A member's socket joins: True if it is in now, False if refused, None if it waits for the cluster."""
@@ -132,7 +132,7 @@ class PresenceMembers:
             self.offers[join.socket_id] = join.writer.offer
         self._report()  # before the confirmations: a query made after one sees these joins
         for join in waiting.joins:
-            self._greet(join.socket_id, join.writer.offer)
+            self._greet(join.writer.offer)
 
     def _remove_member(self, socket_id: str) -> None:
         """``socket_id`` (a subscriber, out of ``offers`` already) leaves: the member goes with its last socket."""
