@@ -59,6 +59,9 @@ class HubThread:
                 # serving calls from other threads instead of running dry.
                 while not self._stop_event.wait(1.0):
                     pass
+            # The loop's descriptors (epoll, eventfd) go with the thread: a process that starts
+            # and stops many nodes (an embedder, the test suite) would run out of them.
+            self.hub.destroy(destroy_loop=True)
 
         self._thread = _OsThread(target=main, name=self.name, daemon=True)
         self._thread.start()
@@ -109,8 +112,8 @@ class HubThread:
         """Run ``func(*args)`` on the hub soon, without waiting (it must not block)."""
         if self.in_hub():
             func(*args)
-        else:
-            self.hub.loop.run_callback_threadsafe(func, *args)
+        elif (loop := self.hub.loop) is not None:  # None once stopped: nothing runs there any more
+            loop.run_callback_threadsafe(func, *args)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Let the hub thread end (after the node closed everything on it)."""

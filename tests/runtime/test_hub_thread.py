@@ -232,3 +232,18 @@ def test_in_a_monkey_patched_process_the_hub_thread_shares_the_callers_hub():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_a_stopped_hub_thread_gives_its_loops_descriptors_back():
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    first = HubThread()
+    first.start(lambda: None)  # whatever a first hub allocates once per process
+    first.stop()
+    before = open_fds()
+    for _ in range(5):
+        thread = HubThread()
+        thread.start(lambda: None)
+        thread.stop()
+    assert open_fds() == before  # each loop's epoll and eventfd are closed with its thread
