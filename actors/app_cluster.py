@@ -30,6 +30,7 @@ class ClusterShare:
     _count_syncing: Callable[[], None]
     local_presence: Callable[[], dict[str, dict[str, Any]]]
     local_users: Callable[[str], list[str]]
+    local_users_by_channel: Callable[[], dict[str, list[str]]]
     occupied_channels: Callable[[], list[str]]
     local_subscription_counts: Callable[[], dict[str, int] | None]
 
@@ -44,7 +45,7 @@ class ClusterShare:
             self._send_leaves()
             subscriptions = {name: e.subscriptions for name, e in self.channels.items() if e.subscriptions}
             if params.get("users"):  # and this node's presence members, as of now
-                return {"subscriptions": subscriptions, "users": self.remote.held_by(self.origin)}
+                return {"subscriptions": subscriptions, "users": self.local_users_by_channel()}
             return subscriptions
         if query == "channel":
             name = str(params.get("channel"))

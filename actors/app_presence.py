@@ -213,10 +213,16 @@ class PresenceShare:
         return {name: dict(members) for name, members in self.local_members.items()}
 
     def local_users(self, channel: str) -> list[str]:
-        """The ids of a presence channel's members on this node (on a cluster: admitted in the order)."""
+        """The ids of a presence channel's members on this node (on a cluster: admitted in the order,
+        and still here: a leave on its way to the bus is counted gone, as a query made after it expects)."""
         if self.clustered:
-            return self.remote.held(self.origin, channel)
+            here = self.local_members.get(channel, {})
+            return [user for user in self.remote.held(self.origin, channel) if user in here]
         return sorted(self.local_members.get(channel, ()))
+
+    def local_users_by_channel(self) -> dict[str, list[str]]:
+        """``{channel: local_users(channel)}`` for every presence channel with members here."""
+        return {channel: users for channel in self.remote.held_by(self.origin) if (users := self.local_users(channel))}
 
     def presence_users(self, channel: str) -> list[str]:
         """The ids of a presence channel's members on every node, from the registry."""
