@@ -1,23 +1,24 @@
 """The Redis bus: the nodes of a cluster joined over Redis pub/sub.
 
-How data flows (the node's hub thread is not monkey-patched, so no Redis
-I/O may ever run on it)::
+How data flows (the node's hub thread is not monkey-patched, so nothing on
+it may block on Redis; see ``actors/redis_link.py`` for the write side)::
 
-    hub: publish(data) --put--> outbox --> publisher thread --PUBLISH--> Redis
-    hub: result.set(True) <--call_in_hub-- publisher thread <--reply--
-                                             Redis --message--> listener thread
-    hub: deliver(data)   <--call_in_hub-- listener thread
+    hub: publish(data) --non-blocking send--> publisher connection --> Redis
+    hub: deliver(data), result.set(True) <--call_in_hub-- I/O thread <--+-- message (subscription)
+                                                                        +-- PUBLISH answers
 
-* The **listener** thread owns the subscription and the link's state: it
-  connects, SUBSCRIBEs to the bus channel, hands arrivals to the hub in
-  batches, PINGs when the line is quiet (a dead TCP connection answers
-  nothing, so it is noticed), and on any loss reconnects with exponential
-  back-off (0.1 s doubling to 5 s). It logs a loss once (WARNING) and the
-  recovery once (INFO).
-* The **publisher** thread owns a second connection (a subscribed
-  connection can only subscribe): it takes what the hub queued, pipelines
-  the PUBLISHes in order, and sets each result on the hub. Its connection
-  follows the listener's: after every reconnect it connects anew.
+* One **I/O thread** owns both connections (a subscribed connection can
+  only subscribe, so PUBLISHes need a second one) and reads them with
+  redis-py: it connects, SUBSCRIBEs to the bus channel, and each time
+  either socket has data it hands the hub, in one call, the messages that
+  arrived and the answers to our PUBLISHes (a node's own publish and its
+  answer usually come in the same wake-up). It PINGs when the line is quiet
+  (a dead TCP connection answers nothing, so it is noticed), gives the link
+  up when PUBLISHes go unanswered for ``socket_timeout``, and on any loss
+  reconnects both with exponential back-off (0.1 s doubling to 5 s). It
+  logs a loss once (WARNING) and the recovery once (INFO).
+* The **hub** writes the PUBLISHes itself (one ``send`` per burst) on its
+  own descriptor of the publisher connection: no thread wake per publish.
 
 Everything the node relies on is in ``actors/bus.py``; delivery is at most
 once: what is published while Redis is unreachable is refused with
@@ -33,6 +34,8 @@ from __future__ import annotations
 
 import logging
 import re
+import select
+import socket
 import sys
 import time
 from typing import Any
@@ -40,9 +43,10 @@ from typing import Any
 import gevent.event
 from gevent import monkey
 from redis.connection import Connection, parse_url
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from actors.bus import BusDown, CallInHub, Deliver
+from actors.redis_link import Link, make_link, pass_on, publish_head
 from actors.runtime import describe_failure
 from transport.errors import ConfigError
 
@@ -53,17 +57,14 @@ log = logging.getLogger(__name__)
 # Real OS primitives, even in a monkey-patched process (as actors/runtime.py does).
 _OsThread = monkey.get_original("threading", "Thread")
 _OsEvent = monkey.get_original("threading", "Event")
-_OsQueue = monkey.get_original("queue", "SimpleQueue")
-_OsEmpty = monkey.get_original("queue", "Empty")
 
 _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 5.0
-#: How long the listener waits for data before it looks at its flags again:
+#: How long the I/O thread waits for data before it looks at its flags again:
 #: the bound on how late it notices stop() or reconnect().
 _POLL = 0.1
-#: At most this many messages per hand-over to the hub (and per pipeline).
+#: At most this many messages per hand-over to the hub.
 _BATCH = 256
-_STOP = object()
 #: Keys redis-py's URL parser may return that belong to a pool, not a connection.
 _POOL_ONLY = ("max_connections", "timeout", "connection_class")
 
@@ -75,9 +76,9 @@ class RedisBus:
     ``unix://path?db=N`` work too); ``prefix`` names the cluster's channel,
     so clusters sharing a Redis stay apart. ``socket_timeout`` bounds every
     read and write (and so a PUBLISH to a Redis that stopped answering);
-    the listener PINGs after ``health_check_interval`` seconds of silence
+    the I/O thread PINGs after ``health_check_interval`` seconds of silence
     and gives the connection up when nothing came back within
-    ``socket_timeout`` more. ``stop()`` waits at most ``stop_timeout`` for
+    ``socket_timeout`` more (or a PUBLISH went unanswered that long). ``stop()`` waits at most ``stop_timeout`` for
     the threads.
 
     >>> bus = RedisBus("redis://:secret@10.0.0.5:6379/0", prefix="chat")
@@ -127,14 +128,13 @@ class RedisBus:
         self._stop_timeout = stop_timeout
         self._deliver: Deliver | None = None
         self._call_in_hub: CallInHub | None = None
-        self._outbox: Any = _OsQueue()
+        self._head = publish_head(self.channel)
+        self._link: Link | None = None  # the current connection's write side (on the hub)
         self._stopping = _OsEvent()
         self._wake = _OsEvent()  # cuts a back-off wait short (stop, reconnect)
         self._reconnect_asked = False
-        # Bumped by the listener at every (re)connect; the publisher's
-        # connection is renewed when it sees a new one.
-        self._generation = 0
-        self._threads: list[Any] = []
+        self._generation = 0  # bumped by the I/O thread at every (re)connect
+        self._thread: Any = None
 
     def __repr__(self) -> str:
         return f"<RedisBus {self.description} {self.channel.decode()}>"  # never the password
@@ -142,22 +142,19 @@ class RedisBus:
     # --- the Bus contract (called on the node's hub) -------------------------------
 
     def start(self, deliver: Deliver, call_in_hub: CallInHub) -> None:
-        """Start the listener and publisher threads; connecting happens there."""
+        """Start the I/O thread; connecting happens there."""
         self._deliver, self._call_in_hub = deliver, call_in_hub
-        for name, target in (("listener", self._listen), ("publisher", self._publish_loop)):
-            thread = _OsThread(target=target, name=f"actorcast-redis-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._thread = _OsThread(target=self._listen, name="actorcast-redis-io", daemon=True)
+        self._thread.start()
 
     def publish(self, data: bytes) -> gevent.event.AsyncResult:
-        """Queue ``data`` for the publisher thread; refused at once while disconnected."""
+        """Queue ``PUBLISH data`` on the hub's end of the link; refused at once while disconnected."""
+        link = self._link
+        if link is not None and not link.broken and self.connected and not self._stopping.is_set():
+            return link.publish(data)
         done = gevent.event.AsyncResult()
-        if self._stopping.is_set():
-            done.set_exception(BusDown(f"Redis bus {self.description} is stopped"))
-        elif not self.connected:
-            done.set_exception(BusDown(f"Redis bus {self.description} is disconnected"))
-        else:
-            self._outbox.put((data, done))
+        state = "stopped" if self._stopping.is_set() else "disconnected"
+        done.set_exception(BusDown(f"Redis bus {self.description} is {state}"))
         return done
 
     def reconnect(self) -> None:
@@ -173,22 +170,36 @@ class RedisBus:
         """Disconnect; returns within ``stop_timeout``. Later publishes get BusDown."""
         if self._stopping.is_set():
             return
+        link, self._link = self._link, None
+        if link is not None:
+            link.flush()  # what was queued just now (a goodbye) goes out before the thread hangs up
         self._stopping.set()
         self._wake.set()
         self.connected = False
-        self._outbox.put(_STOP)
-        deadline = time.monotonic() + self._stop_timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        # What the publisher never took is refused here, on the hub.
-        refused = BusDown(f"Redis bus {self.description} is stopped")
-        for item in _drain(self._outbox, None):
-            if item is not _STOP:
-                item[1].set_exception(refused)
+        if self._thread is not None:
+            self._thread.join(self._stop_timeout)
+        if link is not None:  # what Redis has not answered yet is refused here, on the hub
+            link.close(BusDown(f"Redis bus {self.description} is stopped"))
 
-    # --- on the hub, from the threads ------------------------------------------------
+    # --- on the hub, from the I/O thread ---------------------------------------------
 
-    def _arrive(self, batch: list[bytes]) -> None:
+    def _attach(self, link: Link) -> None:
+        if self._stopping.is_set():
+            link.sock.close()
+            return
+        if self._link is not None:  # never expected: the thread detaches first
+            self._link.close(BusDown(f"Redis bus {self.description} reconnected"))
+        link.loop = gevent.get_hub().loop
+        self._link = link
+        self.connected = True  # here, so a publish on the hub never sees connected without a link
+
+    def _detach(self, link: Link, reason: str) -> None:
+        if self._link is link:
+            self._link = None
+            self.connected = False
+        link.close(BusDown(f"Redis bus {self.description}: {reason}"))
+
+    def _arrive(self, link: Link, batch: list[bytes], replies: list[BaseException | None]) -> None:
         if self._stopping.is_set() or self._deliver is None:
             return
         for data in batch:
@@ -197,16 +208,10 @@ class RedisBus:
             except Exception:  # the node's bug: said on one line, the rest still delivered
                 log.debug("deliver raised", exc_info=True)
                 log.error("Redis bus %s: deliver raised: %s", self.description, describe_failure(*sys.exc_info()))
+        if replies:
+            link.settle(replies)
 
-    @staticmethod
-    def _settle(outcomes: list[tuple[gevent.event.AsyncResult, BaseException | None]]) -> None:
-        for done, error in outcomes:
-            if error is None:
-                done.set(True)
-            else:
-                done.set_exception(error)
-
-    # --- the listener thread ------------------------------------------------------------
+    # --- the I/O thread -----------------------------------------------------------------
 
     def _listen(self) -> None:
         delay = _BACKOFF_FIRST
@@ -215,26 +220,34 @@ class RedisBus:
         warned = False  # this outage was logged: the rest of it goes to DEBUG
         while not self._stopping.is_set():
             self._reconnect_asked = False
-            conn, failure, unexpected = None, None, False
+            sub = pub = link = forward = None
+            failure, unexpected, up = None, False, False
             try:
-                conn = self._subscribe()
-                delay = _BACKOFF_FIRST
+                sub = self._subscribe()
+                pub = self._connect(self._client_names[1])
                 self._generation += 1
-                self.connected = True
+                link, forward = make_link(pub, self._generation, self._head)
+                self._to_hub(self._attach, link)
+                delay, up = _BACKOFF_FIRST, True
                 self._log_up(ever_connected, warned, down_since)
                 ever_connected, warned = True, False
-                self._pump(conn)
+                self._pump(sub, pub, link, forward)
             except (RedisError, OSError) as exc:  # Redis gone, restarted, silent, refusing us
                 failure = _reason(exc)
             except Exception:  # our bug or an answer we misread: logged, never the thread's end
-                log.debug("Redis bus %s: listener failed", self.description, exc_info=True)
+                log.debug("Redis bus %s: I/O thread failed", self.description, exc_info=True)
                 failure, unexpected = describe_failure(*sys.exc_info()), True
             finally:
-                if self.connected:
+                if up:
                     down_since = time.monotonic()
-                self.connected = False
-                if conn is not None:
-                    conn.disconnect()
+                self.connected = False  # at once, for /ready; the hub's _detach says it again
+                if link is not None:  # the hub refuses what is unanswered and closes its descriptor
+                    self._to_hub(self._detach, link, failure or "reconnecting")
+                for conn in (sub, pub):
+                    if conn is not None:
+                        conn.disconnect()
+                if forward is not None:
+                    forward.close()
             if failure is None or self._stopping.is_set():
                 continue  # stopped, or reconnect() asked: at once
             what = "connection lost" if ever_connected else "cannot connect"
@@ -260,11 +273,19 @@ class RedisBus:
         else:  # after reconnect(), or a loss mended at the first try
             log.debug("Redis bus %s: reconnected", self.description)
 
-    def _subscribe(self) -> Any:
-        conn = self._connection_class(**self._options, client_name=self._client_names[0])
-        subscribed = False
+    def _connect(self, client_name: str) -> Any:
+        conn = self._connection_class(**self._options, client_name=client_name)
         try:
             conn.connect()
+        except BaseException:
+            conn.disconnect()
+            raise
+        return conn
+
+    def _subscribe(self) -> Any:
+        conn = self._connect(self._client_names[0])
+        subscribed = False
+        try:
             conn.send_command("SUBSCRIBE", self.channel)
             reply = conn.read_response()
             if not (isinstance(reply, list) and reply and reply[0] == b"subscribe"):
@@ -275,100 +296,68 @@ class RedisBus:
                 conn.disconnect()
         return conn
 
-    def _pump(self, conn: Any) -> None:
-        """Read the subscription until stop or reconnect(); raise when the link breaks."""
+    def _pump(self, sub: Any, pub: Any, link: Link, forward: socket.socket | None) -> None:
+        """Read both connections until stop or reconnect(); raise when the link breaks."""
         heard = time.monotonic()
         pinged = False
+        replied = 0  # PUBLISH answers read on this link
+        owed_since = heard  # since when the oldest unanswered PUBLISH waits (when one does)
+        watched = [sub._sock, pub._sock] if forward is None else [sub._sock, pub._sock, forward]  # noqa: SLF001
         while not (self._stopping.is_set() or self._reconnect_asked):
-            if conn.can_read(timeout=_POLL):
-                batch: list[bytes] = []
-                while len(batch) < _BATCH and conn.can_read(timeout=0):
-                    reply = conn.read_response()
-                    if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
-                        batch.append(reply[2])
-                    # else: the answer to our PING ([b"pong", b""]); hearing it is the point
-                heard, pinged = time.monotonic(), False
-                if batch:
-                    self._to_hub(self._arrive, batch)
-                continue
-            quiet = time.monotonic() - heard
+            readable = select.select(watched, [], [], _POLL)[0]
+            now = time.monotonic()
+            replies: list[BaseException | None] = []
+            if forward is not None and forward in readable:
+                pass_on(forward, pub)
+            if pub._sock in readable:  # noqa: SLF001
+                while pub.can_read(timeout=0):
+                    try:
+                        pub.read_response()
+                        replies.append(None)
+                    except ResponseError as exc:  # refused (an ACL, say): that publish fails, the link stays
+                        replies.append(BusDown(f"Redis bus {self.description}: {_reason(exc)}"))
+            if sub._sock in readable:  # noqa: SLF001
+                heard, pinged = now, False
+                self._read_messages(sub, link, replies)
+            elif replies:
+                self._to_hub(self._arrive, link, [], replies)
+            if replies or link.written == replied:
+                replied += len(replies)
+                owed_since = now
+            elif now - owed_since > self._socket_timeout:
+                raise TimeoutError(f"no answer to PUBLISH from Redis for {now - owed_since:.1f} s")
+            quiet = now - heard
             if quiet > self._health_interval + self._socket_timeout:
                 raise TimeoutError(f"no answer from Redis for {quiet:.1f} s")
             if quiet > self._health_interval and not pinged:
-                conn.send_command("PING")
+                sub.send_command("PING")
                 pinged = True
         if self._reconnect_asked:
             log.debug("Redis bus %s: reconnecting as asked", self.description)
+
+    def _read_messages(self, sub: Any, link: Link, replies: list[BaseException | None]) -> None:
+        """Hand the hub what the subscription holds now (with ``replies``), in batches of ``_BATCH``."""
+        batch: list[bytes] = []
+        while sub.can_read(timeout=0):  # until redis-py's buffer is empty too: select cannot see it
+            reply = sub.read_response()
+            if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
+                batch.append(reply[2])
+                if len(batch) >= _BATCH:
+                    self._to_hub(self._arrive, link, batch, replies)
+                    batch, replies = [], []
+            # else: the answer to our PING ([b"pong", b""]); hearing it is the point
+        if batch or replies:
+            self._to_hub(self._arrive, link, batch, replies)
 
     def _pause(self, seconds: float) -> None:
         self._wake.wait(seconds)
         self._wake.clear()
 
-    # --- the publisher thread -----------------------------------------------------------
-
-    def _publish_loop(self) -> None:
-        conn: Any = None
-        generation = -1
-        stopping = False
-        while not stopping:
-            batch = []
-            for item in [self._outbox.get(), *_drain(self._outbox, _BATCH - 1)]:
-                if item is _STOP:
-                    stopping = True
-                else:
-                    batch.append(item)
-            if not batch:
-                continue
-            sent, error = 0, None
-            if stopping or not self.connected:
-                error = BusDown(f"Redis bus {self.description} is disconnected")
-            else:
-                try:
-                    if conn is None or generation != self._generation:  # new link: new connection
-                        if conn is not None:
-                            conn.disconnect()
-                        generation = self._generation
-                        conn = self._connection_class(**self._options, client_name=self._client_names[1])
-                        conn.connect()
-                    conn.send_packed_command(conn.pack_commands([("PUBLISH", self.channel, d) for d, _ in batch]))
-                    for _ in batch:
-                        conn.read_response()
-                        sent += 1
-                except (RedisError, OSError) as exc:  # the listener notices and logs the loss
-                    log.debug("Redis bus %s: publish failed (%s)", self.description, _reason(exc))
-                    error = BusDown(f"Redis bus {self.description}: {_reason(exc)}")
-                except Exception:  # our bug: said once per failure, the thread goes on
-                    log.debug("Redis bus %s: publisher failed", self.description, exc_info=True)
-                    log.error("Redis bus %s: publish failed: %s", self.description, describe_failure(*sys.exc_info()))
-                    error = BusDown(f"Redis bus {self.description}: publish failed")
-                if error is not None and conn is not None:
-                    conn.disconnect()  # replies may be left unread: start clean
-                    conn = None
-            self._hand_back(batch, sent, error)
-        if conn is not None:
-            conn.disconnect()
-
-    def _hand_back(self, batch: list[tuple[bytes, Any]], sent: int, error: BaseException | None) -> None:
-        """Settle the first ``sent`` results as done and the rest with ``error``, on the hub."""
-        outcomes = [(done, None if i < sent else error) for i, (_, done) in enumerate(batch)]
-        self._to_hub(self._settle, outcomes)
-
-    def _to_hub(self, func: Any, arg: Any) -> None:
+    def _to_hub(self, func: Any, *args: Any) -> None:
         try:
-            self._call_in_hub(func, arg)  # type: ignore[misc]
+            self._call_in_hub(func, *args)  # type: ignore[misc]
         except Exception:  # the hub is gone: a thread that outlived stop_timeout, the node ended
             log.debug("Redis bus %s: the hub no longer takes callbacks", self.description, exc_info=True)
-
-
-def _drain(queue: Any, limit: int | None) -> list[Any]:
-    """What ``queue`` holds now (at most ``limit`` items), without waiting."""
-    items: list[Any] = []
-    while limit is None or len(items) < limit:
-        try:
-            items.append(queue.get_nowait())
-        except _OsEmpty:
-            break
-    return items
 
 
 def _describe(url: str, options: dict[str, Any], db: int) -> str:
