@@ -238,6 +238,8 @@ class RedisBus:
                 log.debug("Redis bus %s: I/O thread failed", self.description, exc_info=True)
                 failure, unexpected = describe_failure(*sys.exc_info()), True
             finally:
+                if failure is not None and not self._stopping.is_set():  # said before anyone sees it down
+                    warned = self._log_down(failure, unexpected, ever_connected, warned)
                 if up:
                     down_since = time.monotonic()
                 self.connected = False  # at once, for /ready; the hub's _detach says it again
@@ -250,17 +252,20 @@ class RedisBus:
                     forward.close()
             if failure is None or self._stopping.is_set():
                 continue  # stopped, or reconnect() asked: at once
-            what = "connection lost" if ever_connected else "cannot connect"
-            if warned:
-                log.debug("Redis bus %s: still down (%s)", self.description, failure)
-            else:
-                log.log(
-                    logging.ERROR if unexpected else logging.WARNING,
-                    "Redis bus %s: %s (%s); reconnecting with back-off", self.description, what, failure,
-                )
-                warned = True
             self._pause(delay)
             delay = min(delay * 2, _BACKOFF_MAX)
+
+    def _log_down(self, failure: str, unexpected: bool, ever_connected: bool, warned: bool) -> bool:
+        """Say the loss once per outage (the rest at DEBUG); returns True: this outage was said."""
+        if warned:
+            log.debug("Redis bus %s: still down (%s)", self.description, failure)
+        else:
+            what = "connection lost" if ever_connected else "cannot connect"
+            log.log(
+                logging.ERROR if unexpected else logging.WARNING,
+                "Redis bus %s: %s (%s); reconnecting with back-off", self.description, what, failure,
+            )
+        return True
 
     def _log_up(self, ever_connected: bool, warned: bool, down_since: float) -> None:
         if not ever_connected:

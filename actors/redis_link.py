@@ -68,7 +68,7 @@ def pass_on(forward: socket.socket, pub: Any) -> None:
     except BlockingIOError:
         pass
     if chunks:
-        pub.send_packed_command(b"".join(chunks), check_health=False)
+        pub.send_packed_command([b"".join(chunks)], check_health=False)  # a list: redis-py sends each item
 
 
 class Link:
