@@ -231,7 +231,7 @@ def test_reconnect_drops_both_connections_and_connects_again(redis_server, start
     admin = redis.Redis.from_url(redis_server.url(), socket_timeout=TIMEOUT)
 
     def ids() -> dict[str, int]:
-        return {c["name"]: c["id"] for c in admin.client_list() if c["name"].startswith(prefix)}
+        return {c["name"]: int(c["id"]) for c in admin.client_list() if c["name"].startswith(prefix)}
 
     before = ids()
     assert set(before) == {f"{prefix}-listener", f"{prefix}-publisher"}
