@@ -28,6 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from pykka import ActorDeadError
 
 from .messages import Counted, FanoutDone, FanoutStarted, Flush, Received, Sent, Timed
+from .restart import hand_over
 from .runtime import GeventActor, call_later
 
 __all__ = ["COUNTERS", "MetricsActor", "WorkerFilesCollector"]
@@ -62,10 +63,32 @@ FANOUT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 class MetricsActor(GeventActor):
     """Accumulates counts and fan-out timings; feeds a prometheus registry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None, flush_interval: float = 0.5) -> None:
+    # made once per registry (it refuses twins), then handed from a dead actor to its successor
+    _counters: dict[str, Counter]
+    _connections: Gauge
+    _fanout: Histogram
+    _remote_fanout: Histogram
+    _histograms: dict[str, Histogram]
+    _totals: defaultdict[tuple[str, str], int]  # flushed counts
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, flush_interval: float = 0.5,
+        successor_of: MetricsActor | None = None,
+    ) -> None:
         super().__init__()
         self.registry = registry or CollectorRegistry()
         self.flush_interval = flush_interval
+        self._observed: list[tuple[str, str, float]] = []
+        self._pending: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._fanouts: list[tuple[str, bool, float]] = []  # (app id, accepted here, seconds)
+        self._inflight: dict[tuple[str, int], list[Any]] = {}
+        self._timer = None
+        if successor_of is not None:  # a restart: the registry holds these already (and refuses twins)
+            dead = successor_of
+            self._counters, self._connections, self._histograms = dead._counters, dead._connections, dead._histograms
+            self._fanout, self._remote_fanout, self._totals = dead._fanout, dead._remote_fanout, dead._totals
+            return
+        self._totals = defaultdict(int)
         self._counters = {
             name: Counter(prom, text, ["app_id"], registry=self.registry) for name, (prom, text) in COUNTERS.items()
         }
@@ -93,12 +116,6 @@ class MetricsActor(GeventActor):
             name: Histogram(prom, text, ["app_id"], buckets=FANOUT_BUCKETS + (10.0,), registry=self.registry)
             for name, (prom, text) in HISTOGRAMS.items()
         }
-        self._observed: list[tuple[str, str, float]] = []
-        self._pending: defaultdict[tuple[str, str], int] = defaultdict(int)
-        self._totals: defaultdict[tuple[str, str], int] = defaultdict(int)
-        self._fanouts: list[tuple[str, bool, float]] = []  # (app id, accepted here, seconds)
-        self._inflight: dict[tuple[str, int], list[Any]] = {}
-        self._timer = None
 
     def on_start(self) -> None:
         self._schedule()
@@ -107,6 +124,15 @@ class MetricsActor(GeventActor):
         if self._timer is not None:
             self._timer.kill(block=False)
         self.flush()
+
+    def on_died(self, reason: str) -> None:
+        """Died of a bug: a fresh actor takes over at the same ref (every channel and connection holds
+        it), with the same instruments and totals; what was not flushed yet is lost, and said so."""
+        if self._timer is not None:
+            self._timer.kill(block=False)
+        lost = sum(self._pending.values())
+        hand_over(self, MetricsActor.start(self.registry, self.flush_interval, successor_of=self))
+        log.error("metrics actor died: %s; restarted, %d count(s) not flushed yet were lost", reason, lost)
 
     def on_receive(self, message: Any) -> Any:
         kind = type(message)

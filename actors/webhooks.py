@@ -43,6 +43,7 @@ from transport.webhook_ledger import Announced, Ledger, WebhookLog, choose_leade
 
 from .messages import Counted
 from .refs import AppRef, MetricsRef, WebhookRef, app_proxy, webhook_proxy
+from .restart import hand_over
 from .runtime import GeventActor, Timer, call_later, sleep, tell_if_alive
 from .webhook_sender import LANES_PER_URL, Sender
 
@@ -351,18 +352,9 @@ class WebhookActor(GeventActor):
             log.error("webhook actor of app %s died during shutdown: %s; %s event(s) not delivered", self.app.id,
                       reason, lost)
             return
-        fresh = WebhookActor.start(*self._restart_args)
-        for envelope in self.actor_inbox.take_all():  # queued behind the crash (a stop, say): the fresh one's now
-            fresh.actor_inbox.put(envelope)
-        _repoint(self.actor_ref, fresh)
+        hand_over(self, WebhookActor.start(*self._restart_args))  # with what was queued behind the crash
         log.error("webhook actor of app %s died: %s; restarted, %s webhook event(s) it held were lost", self.app.id,
                   reason, lost)
-
-
-def _repoint(ref: WebhookRef, fresh: WebhookRef) -> None:
-    """Make ``ref`` (held by the app's actors) reach the actor behind ``fresh`` from now on."""
-    ref.__dict__.pop("_actorcast_proxy", None)  # the dead actor's cached proxy (runtime.proxy_of)
-    ref.__dict__.update({k: v for k, v in fresh.__dict__.items() if k != "_actorcast_proxy"})
 
 
 def drain_webhooks(webhook_actors: dict[str, WebhookRef], app_actors: dict[str, AppRef], deadline: float) -> None:

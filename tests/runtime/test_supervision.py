@@ -441,24 +441,37 @@ def test_a_dead_app_actor_without_supervisor_logs_one_line(app, metrics, fragile
 # --- the metrics actor ---------------------------------------------------------------------
 
 
-def test_a_dead_metrics_actor_costs_counts_not_deliveries(app, monkeypatch, errors, wait_until):
+def test_a_dead_metrics_actor_is_replaced_at_the_same_ref_and_counting_goes_on(app, monkeypatch, errors, wait_until):
     from actors.metrics import MetricsActor
+    from prometheus_client import CollectorRegistry
+
+    original = MetricsActor._fanout_done
+    planted = [True]
 
     def fanout_done(self, message):
-        raise PlantedBug("planted in metrics")
+        if planted:
+            planted.clear()
+            raise PlantedBug("planted in metrics")
+        return original(self, message)
 
     monkeypatch.setattr(MetricsActor, "_fanout_done", fanout_done)
-    metrics = MetricsActor.start(flush_interval=0)
+    registry = CollectorRegistry()
+    metrics = MetricsActor.start(registry, flush_interval=0)
+    first = metrics.actor_urn
     app_actor = AppActor.start(app, metrics)
     ref, writer = connect(app_actor, "1.1")
     join(app_actor, "news", "1.1", ref, writer)
     publish(app_actor, "news", "first")  # its FanoutDone kills the metrics actor
-    wait_until(lambda: not metrics.is_alive())
+    wait_until(lambda: errors())
     publish(app_actor, "news", "after")
     wait_until(lambda: ("after", "news") in writer.events())
-    assert app_actor.is_alive() and app_actor.proxy().channel_ref("news").get(timeout=TIMEOUT).is_alive()
-    (line,) = errors()  # no supervisor: the metrics actor logs its own death
-    assert "MetricsActor" in line.getMessage() and "PlantedBug: planted in metrics" in line.getMessage()
+    assert metrics.actor_urn != first and metrics.is_alive()  # the same ref, a fresh actor
+    wait_until(lambda: metrics.proxy().totals().get(timeout=TIMEOUT).get("1", {}).get("sent", 0) >= 1)
+    assert registry.get_sample_value("actorcast_messages_sent_total", {"app_id": "1"}) >= 1  # the same instruments
+    (line,) = errors()
+    assert line.getMessage().startswith("metrics actor died: PlantedBug: planted in metrics at ")
+    assert "restarted" in line.getMessage()
+    metrics.stop()
 
 
 # --- the webhook actor -----------------------------------------------------------------------
