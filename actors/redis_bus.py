@@ -280,11 +280,13 @@ class RedisBus:
 
     def _connect(self, client_name: str) -> Any:
         conn = self._connection_class(**self._options, client_name=client_name)
+        connected = False
         try:
             conn.connect()
-        except BaseException:
-            conn.disconnect()
-            raise
+            connected = True
+        finally:
+            if not connected:  # as in _subscribe: the error goes on up, the half-made socket does not stay
+                conn.disconnect()
         return conn
 
     def _subscribe(self) -> Any:
