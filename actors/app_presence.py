@@ -213,16 +213,23 @@ class PresenceShare:
         return {name: dict(members) for name, members in self.local_members.items()}
 
     def local_users(self, channel: str) -> list[str]:
-        """The ids of a presence channel's members on this node (on a cluster: admitted in the order,
-        and still here: a leave on its way to the bus is counted gone, as a query made after it expects)."""
+        """The ids of a presence channel's members on this node, sorted."""
         if self.clustered:
-            here = self.local_members.get(channel, {})
-            return [user for user in self.remote.held(self.origin, channel) if user in here]
+            return self._still_here(channel, self.remote.held(self.origin, channel))
         return sorted(self.local_members.get(channel, ()))
 
     def local_users_by_channel(self) -> dict[str, list[str]]:
         """``{channel: local_users(channel)}`` for every presence channel with members here."""
-        return {channel: users for channel in self.remote.held_by(self.origin) if (users := self.local_users(channel))}
+        if not self.clustered:
+            return {name: sorted(members) for name, members in self.local_members.items()}
+        held = self.remote.held_by(self.origin)
+        return {name: users for name, ids in held.items() if (users := self._still_here(name, ids))}
+
+    def _still_here(self, channel: str, ids: list[str]) -> list[str]:
+        # On a cluster: admitted in the order and still here; a leave on its way
+        # to the bus is counted gone, as a query made after it expects.
+        here = self.local_members.get(channel, {})
+        return [user for user in ids if user in here]
 
     def presence_users(self, channel: str) -> list[str]:
         """The ids of a presence channel's members on every node, from the registry."""
@@ -238,8 +245,6 @@ class PresenceShare:
 
     def presence_members(self, everyone: bool = False) -> dict[str, list[str]]:
         """``{channel: user ids}`` of this node's presence members (``everyone``: every node's, the registry's)."""
-        if not self.clustered:
-            return {name: list(members) for name, members in self.local_members.items()}
-        if everyone:
+        if everyone and self.clustered:
             return {name: list(self.remote.users(name)) for name in self.remote.channels()}
-        return self.remote.held_by(self.origin)
+        return self.local_users_by_channel()

@@ -8,8 +8,8 @@ holds the same registry at the same point of the order, and so takes the
 same decisions there (:meth:`RemotePresence.ask`: the member limit).
 
 Every update returns the *transitions* the node's channels must act on: a
-:class:`Change` with ``present=True`` when a user appears on some other node
-having been on none, ``present=False`` when the last other node holding the
+:class:`Change` with ``present=True`` when a user appears on some node
+having been on none, ``present=False`` when the last node holding the
 user lets go. A user with sockets on several nodes is one member, so the
 second node's join and the first node's leave change nothing::
 
@@ -39,7 +39,7 @@ __all__ = ["Change", "RemotePresence"]
 
 
 class Change(NamedTuple):
-    """``user_id`` is now present (``present``) or no longer present on *some* other node.
+    """``user_id`` is now present (``present``) on some node, or on none any more.
 
     ``user_info`` is the info of the node that joined, or, for a removal, the
     info last held for the user.
@@ -56,7 +56,7 @@ def _ordered(changes: list[Change]) -> list[Change]:
 
 
 class RemotePresence:
-    """The members of one app's presence channels on the other nodes.
+    """The members of one app's presence channels on each node (the registry's nodes).
 
     Held as ``{channel: {user_id: {node_id: user_info}}}``, plus an index of
     which ``(channel, user_id)`` pairs each node holds, so a dead node is
@@ -139,7 +139,7 @@ class RemotePresence:
     # --- reading ---------------------------------------------------------------
 
     def users(self, channel: str) -> dict[str, Any]:
-        """``{user_id: user_info}`` of the users present in ``channel`` on other nodes.
+        """``{user_id: user_info}`` of the users present in ``channel`` on any node.
 
         A user on several nodes is listed once, with the info of the node
         with the smallest id, so every replica shows the same info.
@@ -148,7 +148,7 @@ class RemotePresence:
         return {user_id: nodes[min(nodes)] for user_id, nodes in users.items()}
 
     def has_user(self, channel: str, user_id: str) -> bool:
-        """True if ``user_id`` is in ``channel`` on at least one other node."""
+        """True if ``user_id`` is in ``channel`` on at least one node."""
         return user_id in self._channels.get(channel, ())
 
     def held(self, node_id: str, channel: str) -> list[str]:
@@ -164,7 +164,7 @@ class RemotePresence:
         return len(self._channels.get(channel, ()))
 
     def channels(self) -> list[str]:
-        """The channels with at least one user on another node, sorted."""
+        """The channels with at least one user on some node, sorted."""
         return sorted(self._channels)
 
     def nodes(self) -> set[str]:
