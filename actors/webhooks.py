@@ -345,7 +345,8 @@ class WebhookActor(GeventActor):
         re-pointed here, before anyone can tell it more), and one line says what was lost."""
         try:
             lost = str(self.pending())
-        except Exception:  # the bug may have broken the counts too
+        except Exception:  # the bug may have broken the counts too: the line says "some"
+            log.debug("webhook actor of app %s: its pending count failed", self.app.id, exc_info=True)
             lost = "some"
         self.on_stop()
         if self.stopping:  # the node is draining it: nothing to restore
