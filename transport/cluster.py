@@ -322,6 +322,10 @@ def decode(data: bytes) -> ClusterMessage:
     if not isinstance(obj, dict):
         raise ProtocolError(None, "Cluster message must be a JSON object")
     kind = obj.get("k")
+    if kind == "pub" and "\\u" not in text:
+        publish = _plain_publish(obj)
+        if publish is not None:
+            return publish
     cls = KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         shown = kind[:40] if isinstance(kind, str) and not has_lone_surrogate(kind) else type(kind).__name__
@@ -337,3 +341,26 @@ def decode(data: bytes) -> ClusterMessage:
         else:
             raise checker.fail(name, "is missing")
     return cls(*values)
+
+
+def _plain_publish(obj: dict[str, Any]) -> Publish | None:
+    """The Publish in ``obj`` when every field is plainly right, else None (the full checks decide).
+
+    Every node decodes every publish of the cluster, so the common case is
+    checked inline: text without a ``\\u`` escape cannot hold a lone
+    surrogate (the caller made sure), which leaves only the types to check.
+    Anything unusual (a field missing or of another type, a key too many)
+    goes the general way, which says what is wrong.
+    """
+    if len(obj) != 6:
+        return None
+    origin, app_id, frames, except_socket_id, seq = obj.get("o"), obj.get("a"), obj.get("f"), obj.get("x", 0), obj.get("s")
+    if not (type(origin) is str and origin and type(app_id) is str and type(frames) is list and type(seq) is int
+            and (except_socket_id is None or type(except_socket_id) is str)):
+        return None
+    pairs = []
+    for pair in frames:
+        if not (type(pair) is list and len(pair) == 2 and type(pair[0]) is str and type(pair[1]) is str):
+            return None
+        pairs.append((pair[0], pair[1]))
+    return Publish(origin, app_id, tuple(pairs), except_socket_id, seq)
