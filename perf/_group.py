@@ -24,6 +24,7 @@ import shutil
 import socket
 import tempfile
 import time
+import urllib.parse
 import uuid
 from typing import Any
 
@@ -113,7 +114,8 @@ class Group:
 
 def group_label(kind: str, count: int) -> str:
     """``"1 node"``, ``"2 workers"``, ``"3 nodes over Redis"``."""
-    return {"single": "1 node", "workers": f"{count} workers", "redis": f"{count} nodes over Redis"}[kind]
+    return {"single": "1 node", "workers": f"{count} workers", "redis": f"{count} nodes over Redis",
+            "floor": f"{count} floor nodes over Redis"}[kind]
 
 
 def start_group(opts: Any, kind: str, count: int, *, hub_timer: bool = True) -> Group:
@@ -139,6 +141,12 @@ def start_group(opts: Any, kind: str, count: int, *, hub_timer: bool = True) -> 
             for k in range(1, count + 1):
                 group.hosts.append(spawn(f"node-{k}", "perf._node_host", *base, "--adapter", opts.adapter_url,
                                          "--bus-prefix", prefix))
+        elif kind == "floor":  # the rate run's floor (perf._rate_floor): same Redis, plain sockets
+            redis = urllib.parse.urlsplit(opts.adapter_url)
+            channel = f"perf-floor-{uuid.uuid4().hex[:8]}"
+            for k in range(1, count + 1):
+                group.hosts.append(spawn(f"floor-{k}", "perf._rate_floor", "--redis",
+                                         f"{redis.hostname}:{redis.port or 6379}", "--channel", channel))
         else:
             raise ValueError(f"unknown node group {kind!r}")
         events = wait_events(group.hosts, lambda c, e: e["ev"] == "started", START_TIMEOUT)

@@ -24,7 +24,7 @@ from typing import Any
 from perf._stats import percentile, quantize_us, read_proc_cpu
 from perf._wire import EVENT, make_data
 
-__all__ = ["run_rate"]
+__all__ = ["run_rate", "summarize"]
 
 #: Timer wake-ups shorter than this are not worth a sleep: publish now.
 _MIN_SLEEP = 0.0002
@@ -75,10 +75,15 @@ def run_rate(node: Any, app_id: str, cmd: dict, seqs: dict[str, int]) -> dict:
     deadline = time.monotonic() + 5  # the last few acknowledgements, bounded
     while sum(acks.values()) + failed[0] < linked[0] and time.monotonic() < deadline:
         gevent.sleep(0.005)
-    cpu1 = read_proc_cpu(os.getpid())
     span = elapsed + 1 / rate  # the last publish is due at (total - 1) / rate: one interval is still its own
-    out = {"published": sent, "seconds": span, "achieved_per_s": sent / span,
-           "finals": {ch: seqs[ch] for ch in channels if ch in seqs}, "bus_failed": failed[0],
+    finals = {ch: seqs[ch] for ch in channels if ch in seqs}
+    return summarize(sent, span, finals, failed[0], cpu0, read_proc_cpu(os.getpid()), late, acks)
+
+
+def summarize(sent: int, span: float, finals: dict[str, int], failed: int, cpu0: dict, cpu1: dict,
+              late: dict[int, int], acks: dict[int, int]) -> dict:
+    """A step's ``rate`` event: what was published, how late, how fast the bus took it, the CPU spent."""
+    out = {"published": sent, "seconds": span, "achieved_per_s": sent / span, "finals": finals, "bus_failed": failed,
            "cpu_s": cpu1["stat_s"] - cpu0["stat_s"], "sched_cpu_s": cpu1["sched_s"] - cpu0["sched_s"]}
     for name, hist in (("late", late), ("bus_ack", acks)):
         for label, q in (("p50", 0.5), ("p99", 0.99)):

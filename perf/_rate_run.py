@@ -48,9 +48,13 @@ def _cpu(pid: int) -> float:
         return 0.0
 
 
-def run_rates(opts: Any, clients: list[Child], redis_pid: int | None) -> dict[str, Any]:
-    """Every step of ``opts.rate_steps`` against one fresh group; the report's ``steps`` and verdicts."""
-    kind, k = opts.groups[0]
+def run_rates(opts: Any, clients: list[Child], redis_pid: int | None, kind: str = "", k: int = 0) -> dict[str, Any]:
+    """Every step of ``opts.rate_steps`` against one fresh group; the report's ``steps`` and verdicts.
+
+    The group is ``opts.groups[0]`` unless ``kind``/``k`` name another (``"floor"``: perf._rate_floor).
+    """
+    if not kind:
+        kind, k = opts.groups[0]
     c = opts.channels
     layout = Layout(opts, c, clients, kind, k)
     group = start_group(opts, kind, k, hub_timer=False)
@@ -58,7 +62,7 @@ def run_rates(opts: Any, clients: list[Child], redis_pid: int | None) -> dict[st
                            "step_seconds": opts.step_seconds, "steps": [], "failures": []}
     try:
         ports = labels = None  # workers: one port, the kernel places each client
-        if kind == "redis":
+        if kind in ("redis", "floor"):
             node_of = [(i // c) % k for i in range(opts.clients)]
             ports = [group.started[n]["port"] for n in node_of]
             labels = [int(node_of[i] != (i % c) % k) for i in range(opts.clients)]  # 1: not on the publisher

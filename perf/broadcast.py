@@ -75,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="clients sleep MS once frames arrive, then read, timed by the kernel (perf/_clients_lazy.py)")
     p.add_argument("--rates", default=_env("RATES", ""),
                    help="cluster rate run: publishes/s per step, e.g. 1000,2000,4000 (see perf/_rate_run.py)")
+    p.add_argument("--rate-floor", action="store_true", default=bool(_env("RATE_FLOOR", 0)),
+                   help="rate run: the same steps on floor nodes (perf/_rate_floor.py) right after (RATE_FLOOR)")
     p.add_argument("--step-seconds", type=float, default=_env("STEP_SECONDS", 5.0), help="rate run: seconds per step")
     p.add_argument("--knee-ms", type=float, default=_env("KNEE_MS", 50.0),
                    help="rate run: stop stepping up once p99 passes this (or the rate is not kept)")
@@ -116,6 +118,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     counts = nodes if opts.adapter else workers
     opts.groups = [("single", 1) if k == 1 else ("redis" if opts.adapter else "workers", k) for k in counts]
     opts.rate_steps = [float(x) for x in opts.rates.split(",") if x.strip()]
+    if opts.rate_floor and not (opts.rate_steps and opts.adapter):
+        p.error("--rate-floor goes with a rate run over Redis: --adapter redis --nodes 3 --rates ...")
     if opts.rate_steps and (len(opts.groups) != 1 or opts.groups[0][0] == "single"):
         p.error("--rates needs one group of nodes: --adapter ... --nodes 3, or --workers 3")
     if opts.clients < 1 or opts.messages < 1 or opts.channels < 1:
@@ -174,6 +178,8 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
         clients = [spawn(f"clients-{i}", *lazy) for i in range(opts.client_procs)]
         if opts.rate_steps:
             report.update(run_rates(opts, clients, redis.pid if redis is not None else None))
+            if opts.rate_floor:
+                report["floor"] = run_rates(opts, clients, opts.redis_pid, "floor", opts.groups[0][1])
         else:
             for kind, count in opts.groups:
                 for channels in opts.layouts:
@@ -187,6 +193,8 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     if len(opts.groups) == 1 and len(layouts) >= 2 and layouts[0].get("fanout_ms") and layouts[1].get("fanout_ms"):
         report["single_vs_multi"] = round(layouts[0]["fanout_ms"] / layouts[1]["fanout_ms"], 2)
     report["comparisons"] = compare(layouts)
+    if report.get("floor") is not None:
+        report["failures"] = report.get("failures", []) + [f"floor: {f}" for f in report["floor"]["failures"]]
     report["failures"] = report.get("failures", []) + [
         f"{l['channels']} channels, {l['label']}: {f}" for l in layouts for f in l["failures"]]
     report["ok"] = not report["failures"]
@@ -281,12 +289,26 @@ ROWS = [
 ]
 
 
+def print_floor_ratios(report: dict[str, Any]) -> None:
+    """The nodes' latency over the floor's, step by step, measured in one run."""
+    floor = {s["rate"]: s for s in report["floor"]["steps"]}
+    for step in report["steps"]:
+        f = floor.get(step["rate"])
+        if f and f.get("latency_p99_ms") and step.get("latency_p99_ms") and f.get("latency_p50_ms"):
+            print(f"{step['rate']:.0f}/s: nodes / floor: p50 {step['latency_p50_ms'] / f['latency_p50_ms']:.1f}x, "
+                  f"p99 {step['latency_p99_ms'] / f['latency_p99_ms']:.1f}x; node cores "
+                  f"{sum(step['cpu_cores']['nodes']):.2f} / {sum(f['cpu_cores']['nodes']):.2f}")
+
+
 def print_report(report: dict[str, Any]) -> None:
     print(f"actorcast broadcast benchmark, {report['date']}: {report['clients']} clients, "
           f"{report['messages']} messages of {report['payload_bytes']} bytes via {report['via']}, "
           f"{report['client_procs']} client processes")
     if report.get("steps") is not None:
         print_rates(report)
+        if report.get("floor") is not None:
+            print_rates({**report["floor"], "clients": report["clients"], "adapter": report.get("adapter")})
+            print_floor_ratios(report)
         print("OK" if report["ok"] else "FAILED:\n  " + "\n  ".join(report["failures"]))
         return
     layouts = report["layouts"]

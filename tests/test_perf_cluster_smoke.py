@@ -63,10 +63,12 @@ def test_a_broadcast_crosses_redis_to_the_other_node_and_the_hop_is_reported():
 def test_three_nodes_over_redis_keep_a_fixed_publish_rate_and_deliver_everything():
     # --knee-ms: no timing is asserted, so a slow step on a busy machine must not end the run early.
     report = _bench("--clients", "54", "--channels", "6", "--adapter", "redis", "--nodes", "3", "--rates", "50,100",
-                    "--step-seconds", "1", "--knee-ms", "60000")
+                    "--step-seconds", "1", "--knee-ms", "60000", "--rate-floor")
     assert report["nodes"] == 3 and report["clients_per_node"] == [18, 18, 18]  # 9 per channel, 3 on each node
-    assert [step["rate"] for step in report["steps"]] == [50, 100]
-    for step in report["steps"]:
+    floor = report["floor"]  # the same steps on the floor nodes (perf/_rate_floor.py), same clients
+    assert floor["node"] == "floor" and floor["clients_per_node"] == [18, 18, 18]
+    assert [step["rate"] for step in report["steps"]] == [step["rate"] for step in floor["steps"]] == [50, 100]
+    for step in [*report["steps"], *floor["steps"]]:
         assert step["delivered"] == step["expected"] > 0
         assert step["duplicates"] == step["out_of_order"] == 0
         assert step["latency_label0"]["n"] + step["latency_label1"]["n"] == step["delivered"]
