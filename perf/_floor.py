@@ -32,6 +32,31 @@ UPGRADE = (
 )
 
 
+def answer_client(sock: socket.socket, held: bytes, established: bytes) -> tuple[bytes | None, str | None]:
+    """Read from a client and answer its upgrade and its subscribe with canned frames.
+
+    ``held``: what it sent before, not complete yet. Returns ``(held, None)`` while
+    the subscribe is incomplete, ``(None, channel)`` once subscribed, ``(None, None)``
+    when the client went away first.
+    """
+    try:
+        data = held + sock.recv(65536)
+    except OSError:
+        data = b""
+    if len(data) == len(held):  # EOF or error before subscribing
+        return None, None
+    if not data.startswith(b"\x81") and b"\r\n\r\n" in data:
+        data = data[data.index(b"\r\n\r\n") + 4 :]
+        sock.send(UPGRADE + established)
+    # A masked text frame with a short payload (< 126 bytes): the subscribe.
+    if len(data) >= 6 and data[0] == 0x81 and len(data) >= 6 + (data[1] & 0x7F):
+        n = data[1] & 0x7F
+        channel = ujson.loads(unmask(data[6 : 6 + n], data[2:6]))["data"]["channel"]
+        sock.send(protocol.event_frame(channel, "pusher_internal:subscription_succeeded", {}))
+        return None, channel
+    return data, None
+
+
 class Floor:
     def __init__(self) -> None:
         self.listener = socket.socket()
@@ -48,29 +73,17 @@ class Floor:
         self.cmd_buf = b""
 
     def on_client(self, sock: socket.socket) -> None:
-        try:
-            data = self.bufs[sock] + sock.recv(65536)
-        except OSError:
-            data = b""
-        if len(data) == len(self.bufs[sock]):  # EOF or error before subscribing
-            self.sel.unregister(sock)
-            del self.bufs[sock]
+        held, channel = answer_client(sock, self.bufs[sock], self.established)
+        if held is not None:
+            self.bufs[sock] = held
+            return
+        self.sel.unregister(sock)  # gone, or done reading: this socket is now send-only
+        del self.bufs[sock]
+        if channel is None:
             sock.close()
             return
-        if not data.startswith(b"\x81") and b"\r\n\r\n" in data:
-            data = data[data.index(b"\r\n\r\n") + 4 :]
-            sock.send(UPGRADE + self.established)
-        self.bufs[sock] = data
-        # A masked text frame with a short payload (< 126 bytes): the subscribe.
-        if len(data) >= 6 and data[0] == 0x81:
-            n = data[1] & 0x7F
-            if len(data) >= 6 + n:
-                channel = ujson.loads(unmask(data[6 : 6 + n], data[2:6]))["data"]["channel"]
-                sock.send(protocol.event_frame(channel, "pusher_internal:subscription_succeeded", {}))
-                self.sel.unregister(sock)  # done reading: this socket is now send-only
-                del self.bufs[sock]
-                self.groups.setdefault(channel, []).append(sock.send)
-                self.socks.append(sock)
+        self.groups.setdefault(channel, []).append(sock.send)
+        self.socks.append(sock)
 
     def send_pass(self, seq: int, payload_bytes: int) -> None:
         if seq == 1 and os.environ.get("PERF_FLOOR_ORDER") == "shuffle":

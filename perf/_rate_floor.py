@@ -32,11 +32,11 @@ from collections import deque
 
 import ujson
 
-from perf._floor import UPGRADE
+from perf._floor import answer_client
 from perf._proc import die_with_parent, emit
 from perf._publisher import summarize
 from perf._stats import quantize_us, read_proc_cpu
-from perf._wire import EVENT, make_data, unmask
+from perf._wire import EVENT, make_data
 from transport import protocol
 
 HELLO = b"\x00"  # a payload starting so is a floor node saying it is there (for ``peers``)
@@ -69,6 +69,20 @@ def _parse(buf: bytearray, at: int) -> tuple[object, int] | None:
     if kind == 0x2D:  # - error
         raise RuntimeError(f"Redis refused: {head.decode(errors='replace')}")
     return head, end + 2  # : integer, + simple string
+
+
+def _replies(sock: socket.socket, buf: bytearray, what: str) -> list[object]:
+    """Every whole RESP value that ``buf`` holds once what ``sock`` has now is added (taken off ``buf``)."""
+    chunk = sock.recv(262144)
+    if not chunk:
+        raise ConnectionError(f"Redis closed the {what}")
+    buf += chunk
+    replies, at = [], 0
+    while (got := _parse(buf, at)) is not None:
+        reply, at = got
+        replies.append(reply)
+    del buf[:at]
+    return replies
 
 
 class RateFloor:
@@ -120,40 +134,22 @@ class RateFloor:
             self.sel.register(sock, selectors.EVENT_READ, self._client)
 
     def _client(self, sock: socket.socket) -> None:
-        try:
-            data = self.bufs[sock] + sock.recv(65536)
-        except OSError:
-            data = b""
-        if len(data) == len(self.bufs[sock]):  # EOF or error before subscribing
-            self.sel.unregister(sock)
-            del self.bufs[sock]
+        held, channel = answer_client(sock, self.bufs[sock], self.established)
+        if held is not None:
+            self.bufs[sock] = held
+            return
+        self.sel.unregister(sock)  # gone, or send-only from now on (the clients send nothing more)
+        del self.bufs[sock]
+        if channel is None:
             sock.close()
             return
-        if not data.startswith(b"\x81") and b"\r\n\r\n" in data:
-            data = data[data.index(b"\r\n\r\n") + 4 :]
-            sock.send(UPGRADE + self.established)
-        self.bufs[sock] = data
-        if len(data) >= 6 and data[0] == 0x81 and len(data) >= 6 + (data[1] & 0x7F):  # the subscribe
-            n = data[1] & 0x7F
-            channel = ujson.loads(unmask(data[6 : 6 + n], data[2:6]))["data"]["channel"]
-            sock.send(protocol.event_frame(channel, "pusher_internal:subscription_succeeded", {}))
-            self.sel.unregister(sock)  # send-only from now on (the clients send nothing more)
-            del self.bufs[sock]
-            self.groups.setdefault(channel, []).append(sock.send)
-            self.clients += 1
+        self.groups.setdefault(channel, []).append(sock.send)
+        self.clients += 1
 
     def _on_sub(self, sock: socket.socket) -> None:
-        chunk = sock.recv(262144)
-        if not chunk:
-            raise ConnectionError("Redis closed the subscription")
-        buf = self.sub_buf
-        buf += chunk
-        at = 0
-        while (got := _parse(buf, at)) is not None:
-            reply, at = got
+        for reply in _replies(sock, self.sub_buf, "subscription"):
             if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
                 self._deliver(reply[2])
-        del buf[:at]
 
     def _deliver(self, payload: bytes) -> None:
         if payload.startswith(HELLO):
@@ -171,20 +167,12 @@ class RateFloor:
                 pass  # a full or gone client: the clients' report counts what is missing
 
     def _on_pub(self, sock: socket.socket) -> None:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("Redis closed the publisher")
-        buf = self.pub_buf
-        buf += chunk
-        at = 0
         now = time.monotonic()
-        while (got := _parse(buf, at)) is not None:
-            _, at = got
+        for _ in _replies(sock, self.pub_buf, "publisher"):
             sent = self.acks.popleft()
             if self.rate is not None:
                 q = quantize_us((now - sent) * 1e6)
                 self.rate["acks"][q] = self.rate["acks"].get(q, 0) + 1
-        del buf[:at]
 
     def _stdin(self, _fd: int) -> None:
         chunk = os.read(sys.stdin.fileno(), 65536)
