@@ -21,7 +21,7 @@ import os
 import time
 from typing import Any
 
-from perf._stats import percentile, quantize_us, read_proc_cpu
+from perf._stats import percentile, quantize_us, read_proc_cpu, read_thread_cpu
 from perf._wire import EVENT, make_data
 
 __all__ = ["run_rate", "summarize"]
@@ -42,6 +42,7 @@ def run_rate(node: Any, app_id: str, cmd: dict, seqs: dict[str, int]) -> dict:
     acks: dict[int, int] = {}
     failed, linked = [0], [0]
     cpu0 = read_proc_cpu(os.getpid())
+    threads0 = read_thread_cpu()
 
     def acked(result: Any, t: float) -> None:
         if result.successful():
@@ -77,7 +78,10 @@ def run_rate(node: Any, app_id: str, cmd: dict, seqs: dict[str, int]) -> dict:
         gevent.sleep(0.005)
     span = elapsed + 1 / rate  # the last publish is due at (total - 1) / rate: one interval is still its own
     finals = {ch: seqs[ch] for ch in channels if ch in seqs}
-    return summarize(sent, span, finals, failed[0], cpu0, read_proc_cpu(os.getpid()), late, acks)
+    out = summarize(sent, span, finals, failed[0], cpu0, read_proc_cpu(os.getpid()), late, acks)
+    threads1 = read_thread_cpu()
+    out["thread_cpu_s"] = {name: ran - threads0.get(name, 0.0) for name, ran in threads1.items()}
+    return out
 
 
 def summarize(sent: int, span: float, finals: dict[str, int], failed: int, cpu0: dict, cpu1: dict,

@@ -146,6 +146,10 @@ def _step(opts: Any, layout: Layout, hosts: list[Child], own: list[list[str]], r
         "bus_failed": sum(p["bus_failed"] for p in pubs),
         "cpu_cores": {role: [round((b - a) / wall, 2) for a, b in zip(cpu0[role], cpu1[role])] for role in cpu0},
     }
+    names = sorted({name for p in pubs for name in p.get("thread_cpu_s", {})})
+    if names:  # where each node's CPU went, by thread, over the step's publishes
+        step["thread_cores"] = {name: [round(p.get("thread_cpu_s", {}).get(name, 0.0) / p["seconds"], 3)
+                                       for p in pubs] for name in names}
     ours = sum(sum(b - a for a, b in zip(cpu0[role], cpu1[role])) for role in cpu0)
     step["cpu_cores"]["others"] = round(max(0.0, machine - ours) / wall, 2)  # the rest of the machine meanwhile
     p99 = step.get("latency_p99_ms")
@@ -170,6 +174,10 @@ def print_rates(report: dict[str, Any]) -> None:
               f"{s['bus_ack_p99_ms']!s:>7}  {cores['nodes']} / {bus} / {sum(cores['clients']):.2f}"
               f" / {cores.get('others')}"
               + ("" if s["kept"] else "  <- knee"))
+        busy = {name: cores for name, cores in s.get("thread_cores", {}).items() if max(cores) >= 0.005}
+        if busy:
+            print(f"{'':>8} threads, cores per node: "
+                  + "; ".join(f"{name} {' / '.join(f'{c:.2f}' for c in cores)}" for name, cores in busy.items()))
     target = (f"p99 at 1,000/s: {report['target_p99_ms_at_1000']} ms (target <= {TARGET_P99_MS} ms: "
               f"{'met' if report.get('target_met') else 'not met'})" if "target_p99_ms_at_1000" in report
               else "no 1,000/s step on 3 Redis nodes: the target is not measured")

@@ -14,7 +14,7 @@ import re
 import urllib.error
 import urllib.request
 
-__all__ = ["machine_busy_s", "merge_hist", "percentile", "quantize_us", "read_proc_cpu", "read_proc_mem",
+__all__ = ["machine_busy_s", "merge_hist", "percentile", "quantize_us", "read_proc_cpu", "read_thread_cpu", "read_proc_mem",
            "read_schedstat", "scrape"]
 
 
@@ -90,6 +90,20 @@ def read_proc_cpu(pid: int) -> dict[str, float]:
         sched += read_schedstat(f"/proc/{pid}/task/{task}/schedstat")[0]
     # fields[0] is the state (field 3): utime and stime are fields 14 and 15
     return {"stat_s": (int(fields[11]) + int(fields[12])) / ticks, "sched_s": sched / 1e9}
+
+
+def read_thread_cpu() -> dict[str, float]:
+    """CPU seconds each live Python thread of this process ran so far (``schedstat``), by thread name."""
+    import threading
+
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            ran = read_schedstat(f"/proc/self/task/{thread.native_id}/schedstat")[0]
+        except (OSError, TypeError):  # gone, or not started
+            continue
+        out[thread.name] = out.get(thread.name, 0.0) + ran / 1e9
+    return out
 
 
 def machine_busy_s() -> float:
