@@ -317,12 +317,14 @@ class RedisBus:
             if forward is not None and forward in readable:
                 pass_on(forward, pub)
             if pub._sock in readable:  # noqa: SLF001
-                while pub.can_read(timeout=0):
+                more, unread = True, _unread(pub)
+                while more:  # select saw bytes: the first answer is there; then what redis-py holds
                     try:
                         pub.read_response()
                         replies.append(None)
                     except ResponseError as exc:  # refused (an ACL, say): that publish fails, the link stays
                         replies.append(BusDown(f"Redis bus {self.description}: {_reason(exc)}"))
+                    more = unread() > 0 if unread is not None else pub.can_read(timeout=0)
             if sub._sock in readable:  # noqa: SLF001
                 heard, pinged = now, False
                 self._read_messages(sub, link, replies)
@@ -345,7 +347,8 @@ class RedisBus:
     def _read_messages(self, sub: Any, link: Link, replies: list[BaseException | None]) -> None:
         """Hand the hub what the subscription holds now (with ``replies``), in batches of ``_BATCH``."""
         batch: list[bytes] = []
-        while sub.can_read(timeout=0):  # until redis-py's buffer is empty too: select cannot see it
+        more, unread = True, _unread(sub)
+        while more:  # select saw bytes: the first message is there; then until redis-py's buffer is empty
             reply = sub.read_response()
             if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
                 batch.append(reply[2])
@@ -353,6 +356,7 @@ class RedisBus:
                     self._to_hub(self._arrive, link, batch, replies)
                     batch, replies = [], []
             # else: the answer to our PING ([b"pong", b""]); hearing it is the point
+            more = unread() > 0 if unread is not None else sub.can_read(timeout=0)
         if batch or replies:
             self._to_hub(self._arrive, link, batch, replies)
 
@@ -365,6 +369,17 @@ class RedisBus:
             self._call_in_hub(func, *args)  # type: ignore[misc]
         except Exception:  # the hub is gone: a thread that outlived stop_timeout, the node ended
             log.debug("Redis bus %s: the hub no longer takes callbacks", self.description, exc_info=True)
+
+
+def _unread(conn: Any) -> Any:
+    """A callable: bytes redis-py read from ``conn``'s socket and has not parsed yet; None for another parser.
+
+    Once select saw the socket readable, that buffer is all select cannot see; ``can_read(timeout=0)``
+    would also probe the socket (two ``settimeout`` calls and a failing ``recv``) for every message.
+    """
+    buffer = getattr(getattr(conn, "_parser", None), "_buffer", None)
+    unread = getattr(buffer, "unread_bytes", None)
+    return unread if callable(unread) else None
 
 
 def _describe(url: str, options: dict[str, Any], db: int) -> str:
