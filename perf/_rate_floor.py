@@ -108,6 +108,7 @@ class RateFloor:
         self.established = protocol.connection_established_frame("1.1", 120)
         self.cmd_buf = b""
         self.rate: dict | None = None  # the running step
+        self.seqs: dict[str, int] = {}  # channel -> last seq published (kept across steps)
 
     def _redis(self, host: str, port: int, on_read) -> socket.socket:
         sock = socket.create_connection((host, port))
@@ -234,7 +235,6 @@ class RateFloor:
         return 0.001
 
     def run(self) -> None:
-        self.seqs: dict[str, int] = {}
         emit({"ev": "started", "port": self.listener.getsockname()[1], "metrics_port": None, "pid": os.getpid(),
               "node_id": self.node_id})
         self._publish(HELLO + self.node_id.encode())

@@ -14,8 +14,8 @@ import re
 import urllib.error
 import urllib.request
 
-__all__ = ["machine_busy_s", "merge_hist", "percentile", "quantize_us", "read_proc_cpu", "read_thread_cpu", "read_proc_mem",
-           "read_schedstat", "scrape"]
+__all__ = ["machine_busy_s", "merge_hist", "percentile", "quantize_us", "read_proc_cpu", "read_proc_mem",
+           "read_schedstat", "read_thread_cpu", "scrape"]
 
 
 def quantize_us(us: float) -> int:

@@ -322,7 +322,8 @@ def decode(data: bytes) -> ClusterMessage:
     if not isinstance(obj, dict):
         raise ProtocolError(None, "Cluster message must be a JSON object")
     kind = obj.get("k")
-    if kind == "pub" and "\\u" not in text:
+    escaped = has_unicode_escape(text)
+    if kind == "pub" and not escaped:
         publish = _plain_publish(obj)
         if publish is not None:
             return publish
@@ -330,7 +331,7 @@ def decode(data: bytes) -> ClusterMessage:
     if cls is None:
         shown = kind[:40] if isinstance(kind, str) and not has_lone_surrogate(kind) else type(kind).__name__
         raise ProtocolError(None, f"Unknown cluster message kind: {shown!r}")
-    checker = Checker(cast(str, kind), has_unicode_escape(text))  # a str: KINDS matched it
+    checker = Checker(cast(str, kind), escaped)  # a str: KINDS matched it
     values = []
     defaults: dict[str, Any] = getattr(cls, "_field_defaults", {})
     for name, key, check in _SCHEMAS[cls]:
