@@ -24,6 +24,9 @@ setup(
         "ujson>=5.8",
         "prometheus-client>=0.17",
         "redis>=5,<6",  # the Redis adapter (actors/redis_bus.py)
+        # Redis's own C protocol parser (redis-py's recommended extra): fed bytes, so the node's hub
+        # reads the bus itself, with no thread hand-over per message (actors/redis_link.py).
+        "hiredis>=3,<4",
     ],
     extras_require={
         # playwright drives Debian's chromium in tests/examples (never `playwright install`);

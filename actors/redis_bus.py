@@ -1,24 +1,26 @@
 """The Redis bus: the nodes of a cluster joined over Redis pub/sub.
 
 How data flows (the node's hub thread is not monkey-patched, so nothing on
-it may block on Redis; see ``actors/redis_link.py`` for the write side)::
+it may block on Redis; see ``actors/redis_link.py`` for the hub's end)::
 
+    I/O thread (redis-py): connect, AUTH, SELECT, SUBSCRIBE --Link--> hub
     hub: publish(data) --non-blocking send--> publisher connection --> Redis
-    hub: deliver(data), result.set(True) <--call_in_hub-- I/O thread <--+-- message (subscription)
-                                                                        +-- PUBLISH answers
+    hub: deliver(data), result.set(True) <--io watchers, hiredis-- subscription, PUBLISH answers
 
-* One **I/O thread** owns both connections (a subscribed connection can
-  only subscribe, so PUBLISHes need a second one) and reads them with
-  redis-py: it connects, SUBSCRIBEs to the bus channel, and each time
-  either socket has data it hands the hub, in one call, the messages that
-  arrived and the answers to our PUBLISHes (a node's own publish and its
-  answer usually come in the same wake-up). It PINGs when the line is quiet
-  (a dead TCP connection answers nothing, so it is noticed), gives the link
-  up when PUBLISHes go unanswered for ``socket_timeout``, and on any loss
-  reconnects both with exponential back-off (0.1 s doubling to 5 s). It
-  logs a loss once (WARNING) and the recovery once (INFO).
-* The **hub** writes the PUBLISHes itself (one ``send`` per burst) on its
-  own descriptor of the publisher connection: no thread wake per publish.
+* One **I/O thread** makes both connections with redis-py (a subscribed
+  connection can only subscribe, so PUBLISHes need a second one), writes
+  SUBSCRIBE, and hands the hub a :class:`~actors.redis_link.Link`: the hub's
+  own descriptors of both sockets. It then only waits (over TLS it forwards
+  bytes, see ``redis_link.Forward``) until the link ends, stop() or
+  reconnect(); on any loss it reconnects both with exponential back-off
+  (0.1 s doubling to 5 s). It logs a loss once (WARNING) and the recovery
+  once (INFO).
+* The **hub** writes the PUBLISHes (one ``send`` per burst), reads the
+  subscription and the PUBLISH answers itself, PINGs when the line is quiet
+  (a dead TCP connection answers nothing, so it is noticed), and gives the
+  link up when Redis closes it, when the line stays silent, or when
+  PUBLISHes go unanswered for ``socket_timeout``: no thread wake-up and no
+  GIL hand-over per message.
 
 Everything the node relies on is in ``actors/bus.py``; delivery is at most
 once: what is published while Redis is unreachable is refused with
@@ -34,8 +36,6 @@ from __future__ import annotations
 
 import logging
 import re
-import select
-import socket
 import sys
 import time
 from typing import Any
@@ -43,10 +43,10 @@ from typing import Any
 import gevent.event
 from gevent import monkey
 from redis.connection import Connection, parse_url
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from actors.bus import BusDown, CallInHub, Deliver
-from actors.redis_link import Link, make_link, pass_on, publish_head
+from actors.redis_link import Forward, Link, make_link, publish_head
 from actors.runtime import describe_failure
 from transport.errors import ConfigError
 
@@ -60,11 +60,11 @@ _OsEvent = monkey.get_original("threading", "Event")
 
 _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 5.0
-#: How long the I/O thread waits for data before it looks at its flags again:
-#: the bound on how late it notices stop() or reconnect().
+#: Over TLS, how long the I/O thread waits for bytes before it looks at its flags again:
+#: the bound on how late it notices stop() or reconnect() there.
 _POLL = 0.1
-#: At most this many messages per hand-over to the hub.
-_BATCH = 256
+#: Otherwise it waits for a wake-up (stop, reconnect, the link's end or start) at most this long.
+_HOLD = 1.0
 #: Keys redis-py's URL parser may return that belong to a pool, not a connection.
 _POOL_ONLY = ("max_connections", "timeout", "connection_class")
 
@@ -181,35 +181,30 @@ class RedisBus:
         if link is not None:  # what Redis has not answered yet is refused here, on the hub
             link.close(BusDown(f"Redis bus {self.description} is stopped"))
 
-    # --- on the hub, from the I/O thread ---------------------------------------------
+    # --- on the hub ------------------------------------------------------------------------
 
     def _attach(self, link: Link) -> None:
         if self._stopping.is_set():
-            link.sock.close()
+            link.close(BusDown(f"Redis bus {self.description} is stopped"))
             return
         if self._link is not None:  # never expected: the thread detaches first
             self._link.close(BusDown(f"Redis bus {self.description} reconnected"))
-        link.loop = gevent.get_hub().loop
         self._link = link
-        self.connected = True  # here, so a publish on the hub never sees connected without a link
+        link.start(gevent.get_hub().loop, self._deliver, self._subscribed, self._ended)  # type: ignore[arg-type]
 
-    def _detach(self, link: Link, reason: str) -> None:
+    def _subscribed(self, link: Link) -> None:
+        if link is self._link and not self._stopping.is_set():
+            self.connected = True  # here, so a publish on the hub never sees connected without a link
+            self._wake.set()  # the thread says so in the log
+
+    def _ended(self, link: Link) -> None:
         if self._link is link:
             self._link = None
             self.connected = False
-        link.close(BusDown(f"Redis bus {self.description}: {reason}"))
+        self._wake.set()  # the thread reconnects
 
-    def _arrive(self, link: Link, batch: list[bytes], replies: list[BaseException | None]) -> None:
-        if self._stopping.is_set() or self._deliver is None:
-            return
-        for data in batch:
-            try:
-                self._deliver(data)
-            except Exception:  # the node's bug: said on one line, the rest still delivered
-                log.debug("deliver raised", exc_info=True)
-                log.error("Redis bus %s: deliver raised: %s", self.description, describe_failure(*sys.exc_info()))
-        if replies:
-            link.settle(replies)
+    def _detach(self, link: Link, reason: str) -> None:
+        link.close(BusDown(f"Redis bus {self.description}: {reason}"), reason)
 
     # --- the I/O thread -----------------------------------------------------------------
 
@@ -221,29 +216,33 @@ class RedisBus:
         while not self._stopping.is_set():
             self._reconnect_asked = False
             sub = pub = link = forward = None
-            failure, unexpected, up = None, False, False
+            failure, unexpected = None, False
             try:
-                sub = self._subscribe()
+                sub = self._connect(self._client_names[0])
                 pub = self._connect(self._client_names[1])
+                sub.send_command("SUBSCRIBE", self.channel)  # the hub reads the answer
                 self._generation += 1
-                link, forward = make_link(pub, self._generation, self._head)
+                link, forward = make_link(pub, sub, self._generation, self._head, self.description,
+                                          self._health_interval, self._socket_timeout)
                 self._to_hub(self._attach, link)
-                delay, up = _BACKOFF_FIRST, True
-                self._log_up(ever_connected, warned, down_since)
-                ever_connected, warned = True, False
-                self._pump(sub, pub, link, forward)
+                self._hold(link, forward, ever_connected, warned, down_since)
             except (RedisError, OSError) as exc:  # Redis gone, restarted, silent, refusing us
                 failure = _reason(exc)
             except Exception:  # our bug or an answer we misread: logged, never the thread's end
                 log.debug("Redis bus %s: I/O thread failed", self.description, exc_info=True)
                 failure, unexpected = describe_failure(*sys.exc_info()), True
             finally:
+                up = link is not None and link.subscribed
+                if up:
+                    delay, ever_connected, warned = _BACKOFF_FIRST, True, False
+                if link is not None and link.broken:  # the hub ended it: its reason is the first cause
+                    failure, unexpected = link.reason, False
                 if failure is not None and not self._stopping.is_set():  # said before anyone sees it down
                     warned = self._log_down(failure, unexpected, ever_connected, warned)
                 if up:
                     down_since = time.monotonic()
-                self.connected = False  # at once, for /ready; the hub's _detach says it again
-                if link is not None:  # the hub refuses what is unanswered and closes its descriptor
+                self.connected = False  # at once, for /ready; the hub's _ended says it again
+                if link is not None:  # the hub refuses what is unanswered and closes its descriptors
                     self._to_hub(self._detach, link, failure or "reconnecting")
                 for conn in (sub, pub):
                     if conn is not None:
@@ -254,6 +253,25 @@ class RedisBus:
                 continue  # stopped, or reconnect() asked: at once
             self._pause(delay)
             delay = min(delay * 2, _BACKOFF_MAX)
+
+    def _hold(self, link: Link, forward: Forward | None, ever_connected: bool, warned: bool,
+              down_since: float) -> None:
+        """Wait (over TLS: forward bytes) until the link ends, stop() or reconnect(); log when it is up."""
+        said = False
+        while True:
+            self._wake.clear()  # before the checks: a set() after them cuts the wait short
+            if self._stopping.is_set() or link.broken:
+                return
+            if self._reconnect_asked:
+                log.debug("Redis bus %s: reconnecting as asked", self.description)
+                return
+            if link.subscribed and not said:
+                self._log_up(ever_connected, warned, down_since)
+                said = True
+            if forward is None:
+                self._wake.wait(_HOLD)
+            else:
+                forward.pump(_POLL)
 
     def _log_down(self, failure: str, unexpected: bool, ever_connected: bool, warned: bool) -> bool:
         """Say the loss once per outage (the rest at DEBUG); returns True: this outage was said."""
@@ -289,77 +307,6 @@ class RedisBus:
                 conn.disconnect()
         return conn
 
-    def _subscribe(self) -> Any:
-        conn = self._connect(self._client_names[0])
-        subscribed = False
-        try:
-            conn.send_command("SUBSCRIBE", self.channel)
-            reply = conn.read_response()
-            if not (isinstance(reply, list) and reply and reply[0] == b"subscribe"):
-                raise RedisError(f"unexpected answer to SUBSCRIBE: {reply!r:.80}")
-            subscribed = True
-        finally:
-            if not subscribed:  # whatever went wrong goes on up; the half-open connection does not stay
-                conn.disconnect()
-        return conn
-
-    def _pump(self, sub: Any, pub: Any, link: Link, forward: socket.socket | None) -> None:
-        """Read both connections until stop or reconnect(); raise when the link breaks."""
-        heard = time.monotonic()
-        pinged = False
-        replied = 0  # PUBLISH answers read on this link
-        owed_since = heard  # since when the oldest unanswered PUBLISH waits (when one does)
-        watched = [sub._sock, pub._sock] if forward is None else [sub._sock, pub._sock, forward]  # noqa: SLF001
-        while not (self._stopping.is_set() or self._reconnect_asked):
-            readable = select.select(watched, [], [], _POLL)[0]
-            now = time.monotonic()
-            replies: list[BaseException | None] = []
-            if forward is not None and forward in readable:
-                pass_on(forward, pub)
-            if pub._sock in readable:  # noqa: SLF001
-                more, unread = True, _unread(pub)
-                while more:  # select saw bytes: the first answer is there; then what redis-py holds
-                    try:
-                        pub.read_response()
-                        replies.append(None)
-                    except ResponseError as exc:  # refused (an ACL, say): that publish fails, the link stays
-                        replies.append(BusDown(f"Redis bus {self.description}: {_reason(exc)}"))
-                    more = unread() > 0 if unread is not None else pub.can_read(timeout=0)
-            if sub._sock in readable:  # noqa: SLF001
-                heard, pinged = now, False
-                self._read_messages(sub, link, replies)
-            elif replies:
-                self._to_hub(self._arrive, link, [], replies)
-            if replies or link.written == replied:
-                replied += len(replies)
-                owed_since = now
-            elif now - owed_since > self._socket_timeout:
-                raise TimeoutError(f"no answer to PUBLISH from Redis for {now - owed_since:.1f} s")
-            quiet = now - heard
-            if quiet > self._health_interval + self._socket_timeout:
-                raise TimeoutError(f"no answer from Redis for {quiet:.1f} s")
-            if quiet > self._health_interval and not pinged:
-                sub.send_command("PING")
-                pinged = True
-        if self._reconnect_asked:
-            log.debug("Redis bus %s: reconnecting as asked", self.description)
-
-    def _read_messages(self, sub: Any, link: Link, replies: list[BaseException | None]) -> None:
-        """Hand the hub what the subscription holds now (with ``replies``), in batches of ``_BATCH``."""
-        batch: list[bytes] = []
-        more, unread = True, _unread(sub)
-        while more:  # select saw bytes: the first message is there; then until redis-py's buffer is empty
-            reply = sub.read_response()
-            if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
-                batch.append(reply[2])
-                if len(batch) >= _BATCH:
-                    self._to_hub(self._arrive, link, batch, replies)
-                    batch, replies = [], []
-            # else: the answer to our PING ([b"pong", b""]); hearing it is the point
-            more = unread() > 0 if unread is not None else sub.can_read(timeout=0)
-        if batch or replies:
-            self._to_hub(self._arrive, link, batch, replies)
-
     def _pause(self, seconds: float) -> None:
         self._wake.wait(seconds)
         self._wake.clear()
@@ -369,17 +316,6 @@ class RedisBus:
             self._call_in_hub(func, *args)  # type: ignore[misc]
         except Exception:  # the hub is gone: a thread that outlived stop_timeout, the node ended
             log.debug("Redis bus %s: the hub no longer takes callbacks", self.description, exc_info=True)
-
-
-def _unread(conn: Any) -> Any:
-    """A callable: bytes redis-py read from ``conn``'s socket and has not parsed yet; None for another parser.
-
-    Once select saw the socket readable, that buffer is all select cannot see; ``can_read(timeout=0)``
-    would also probe the socket (two ``settimeout`` calls and a failing ``recv``) for every message.
-    """
-    buffer = getattr(getattr(conn, "_parser", None), "_buffer", None)
-    unread = getattr(buffer, "unread_bytes", None)
-    return unread if callable(unread) else None
 
 
 def _describe(url: str, options: dict[str, Any], db: int) -> str:

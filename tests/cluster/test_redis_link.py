@@ -1,17 +1,20 @@
-"""The Redis bus's write side (actors/redis_link.py): the hub writes PUBLISHes, the I/O thread reads answers.
+"""The Redis bus's hub end (actors/redis_link.py): the hub writes the PUBLISHes and reads everything back.
 
 Against a real redis-server: what the kernel does not take at once still goes
-out in order, and the socket-pair path (TLS) carries the same traffic.
+out in order, the socket-pair path (TLS) carries the same traffic, what Redis
+refuses (an ACL) fails alone, and a node's failing deliver costs only itself.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import uuid
 
 import pytest
 
 from actors import redis_link
+from actors.bus import BusDown
 from actors.redis_bus import RedisBus
 from tests.cluster import test_bus_contract as contract
 from tests.conftest import wait_until
@@ -68,3 +71,72 @@ def test_over_a_socket_pair_as_for_tls_the_same_traffic_arrives_in_order(redis_s
     assert b.wait_for(3 + len(big), timeout=30) == small + big
     assert a.publish(b"after") is True
     assert b.wait_for(4 + len(big))[-1] == b"after"
+
+
+def _user_url(redis_server, name: str, password: str) -> str:
+    return f"redis://{name}:{password}@127.0.0.1:{redis_server.port}/0"
+
+
+def test_a_publish_redis_refuses_fails_alone_and_the_link_stays(redis_server, started):
+    import redis
+
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    name = f"nopub-{uuid.uuid4().hex[:8]}"
+    admin = redis.Redis.from_url(redis_server.url(), socket_timeout=TIMEOUT)
+    admin.execute_command("ACL", "SETUSER", name, "on", ">pw-nopub", "~*", "&*", "+@all", "-publish")
+    try:
+        listener = started(RedisBus(_user_url(redis_server, name, "pw-nopub"), prefix))
+        talker = started(RedisBus(redis_server.url(), prefix))
+        wait_until(lambda: listener.bus.connected and talker.bus.connected)
+        with pytest.raises(BusDown, match="NOPERM"):
+            listener.publish(b"refused")
+        assert listener.bus.connected, "a refused PUBLISH does not end the link"
+        assert talker.publish(b"allowed") is True
+        assert listener.wait_for(1) == [b"allowed"]
+    finally:
+        admin.execute_command("ACL", "DELUSER", name)
+        admin.close()
+
+
+def test_a_refused_subscribe_is_logged_once_and_never_connects(redis_server, started, caplog, capfd):
+    import redis
+
+    caplog.set_level(logging.DEBUG, logger="actors.redis_bus")
+    name = f"nosub-{uuid.uuid4().hex[:8]}"
+    admin = redis.Redis.from_url(redis_server.url(), socket_timeout=TIMEOUT)
+    admin.execute_command("ACL", "SETUSER", name, "on", ">pw-nosub", "~*", "&*", "+@all", "-subscribe")
+    try:
+        member = started(RedisBus(_user_url(redis_server, name, "pw-nosub"), f"test-{uuid.uuid4().hex[:12]}"))
+        wait_until(lambda: [r for r in caplog.records if r.levelno == logging.WARNING],
+                   message="the refusal is reported")
+        [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert "NOPERM" in warning.getMessage() and "cannot connect" in warning.getMessage()
+        assert not member.bus.connected
+        with pytest.raises(BusDown):
+            member.publish(b"early")
+    finally:
+        admin.execute_command("ACL", "DELUSER", name)
+        admin.close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_deliver_that_raises_costs_only_its_message(redis_server, started, caplog, monkeypatch):
+    take = contract.Member._deliver  # noqa: SLF001 - every member's deliver, made to fail on one message
+
+    def deliver(member: contract.Member, data: bytes) -> None:
+        if data == b"poison":
+            raise ValueError("a bug in the node")
+        take(member, data)
+
+    monkeypatch.setattr(contract.Member, "_deliver", deliver)
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    a, b = started(RedisBus(redis_server.url(), prefix)), started(RedisBus(redis_server.url(), prefix))
+    wait_until(lambda: a.bus.connected and b.bus.connected)
+    assert _burst(a, [b"one", b"poison", b"two"]) == [True] * 3
+    assert b.wait_for(2) == [b"one", b"two"]
+    assert a.wait_for(2) == [b"one", b"two"]
+    assert b.bus.connected and a.bus.connected
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2, "one line per bus"
+    assert all("deliver raised" in r.getMessage() and "ValueError" in r.getMessage() for r in errors)
+    assert all(r.exc_info is None for r in errors), "one line, no traceback"
