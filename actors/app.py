@@ -1,17 +1,16 @@
 """The app actor: owns one app's table of channels.
 
-Every subscribe, unsubscribe and publish for an app passes through its app
-actor, which finds or starts the channel actor and forwards. Because both
-joins and broadcasts take this one path, a channel sees them in the order
-they were made. A channel actor that empties reports how many joins it saw;
-if that equals the joins forwarded to it, no join is in flight and the channel
-is retired, otherwise the pending join keeps it alive.
+Every subscribe, unsubscribe and publish for an app passes through its app actor, which finds or
+starts the channel actor and forwards. Because both joins and broadcasts take this one path, a
+channel sees them in the order they were made. A channel actor that empties reports how many joins
+it saw; if that equals the joins forwarded to it, no join is in flight and the channel is retired,
+otherwise the pending join keeps it alive.
 
 Supervision: the app actor is the parent of its channel actors and learns of
 each connection actor's end. A channel actor that dies of a bug reports
 :class:`~actors.messages.ChannelDied`; the app actor logs it on one line,
-forgets the channel (the next join starts a fresh actor) and closes its
-subscribers with 4200, so their clients reconnect and resubscribe at once. An
+forgets the channel (the next join starts a fresh actor) and its presence
+members (on every node: they leave), and closes its subscribers with 4200, so their clients reconnect and resubscribe at once. An
 app actor that dies closes its connections with 4200, stops its channels and
 calls its own supervisor (the node), which starts a fresh one.
 """
@@ -319,6 +318,7 @@ class AppActor(WebhookShare, PresenceShare, ClusterShare, CountShare, GeventActo
             del self.channels[message.channel]
             self._local_occupancy(message.channel, entry.subscriptions, 0)  # its subscribers come back (or not)
             self._count_moved(message.channel, entry.subscriptions, 0)
+            self._members_gone(message.channel)  # closed below: they leave (everywhere), a resubscribe joins anew
         log.error(
             "channel actor %s of app %s died: %s; %d subscribers closed with 4200 to resubscribe",
             message.channel, self.app.id, message.reason, len(message.socket_ids),

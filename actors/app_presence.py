@@ -201,6 +201,11 @@ class PresenceShare:
             if name in self.channels:
                 self._forward(name, RemoteChanges(tuple(group)))
 
+    def _members_gone(self, channel: str) -> None:
+        """A channel actor died with its sockets: each of its users here leaves, as if their last socket left."""
+        for user_id in list(self.local_members.get(channel, ())):
+            self._local_member(LocalMember(channel, user_id, None, False))
+
     def _count_syncing(self) -> None:
         """A Sync of ours is being made from ``local_members``: the joins not back yet are counted in."""
         for own in self._own_members.values():

@@ -126,3 +126,57 @@ def test_a_join_while_the_bus_is_down_is_answered_at_once_and_synced_when_it_is_
     server.start()
     wait_until(lambda: _users(a, "presence-room") == _users(b, "presence-room") == ["ann", "bob"], timeout=15,
                message="the nodes agree again once the bus is back")
+
+
+def test_a_channel_actor_that_dies_takes_its_members_off_every_node(cluster, open_client, monkeypatch):
+    from actors.channel import ChannelActor
+
+    a, b = cluster(2)
+    wait_until(lambda: a.call(a.cluster.synced_peers) == 1 and b.call(b.cluster.synced_peers) == 1, message="met")
+    on_b = b._app_actors["1"]  # noqa: SLF001 - the bug is planted in b's channel actors only
+    original = ChannelActor.broadcast
+
+    def broadcast(self, message):
+        if self.app_actor is on_b and b'"event":"crash"' in message.frame:
+            raise RuntimeError("planted in b's channel")
+        return original(self, message)
+
+    monkeypatch.setattr(ChannelActor, "broadcast", broadcast)
+    watcher = open_client(a)
+    join_presence(watcher, a, "presence-room", "watcher")
+    victim = open_client(b)
+    join_presence(victim, b, "presence-room", "victim")
+    assert watcher.expect("pusher_internal:member_added", "presence-room")["data_decoded"]["user_id"] == "victim"
+    b.broadcast("1", "presence-room", "crash", "x")
+    assert victim.expect_close(5)[0] == 4200
+    assert watcher.expect("crash", "presence-room")["data"] == "x"  # a's channel is fine
+    removed = watcher.expect("pusher_internal:member_removed", "presence-room", timeout=3)
+    assert removed["data_decoded"] == {"user_id": "victim"}, "no ghost left on a"
+    wait_until(lambda: _users(a, "presence-room") == ["watcher"] == _users(b, "presence-room"),
+               message="both nodes hold only the watcher")
+    again = open_client(b)  # what pusher-js does on 4200: reconnect and resubscribe
+    assert join_presence(again, b, "presence-room", "victim")["data_decoded"]["presence"]["count"] == 2
+    assert watcher.expect("pusher_internal:member_added", "presence-room")["data_decoded"]["user_id"] == "victim"
+
+
+def test_a_channel_actor_that_dies_on_a_node_alone_leaves_no_member_behind(make_node, open_client, monkeypatch):
+    from actors import App
+    from actors.bus import NoBus
+    from actors.channel import ChannelActor
+
+    node = make_node(App(), adapter=NoBus())
+    original = ChannelActor.broadcast
+
+    def broadcast(self, message):
+        if b'"event":"crash"' in message.frame:
+            raise RuntimeError("planted")
+        return original(self, message)
+
+    monkeypatch.setattr(ChannelActor, "broadcast", broadcast)
+    victim = open_client(node)
+    join_presence(victim, node, "presence-room", "victim")
+    assert _users(node, "presence-room") == ["victim"]
+    node.broadcast("1", "presence-room", "crash", "x")
+    assert victim.expect_close(5)[0] == 4200
+    wait_until(lambda: _users(node, "presence-room") == [], message="the dead channel's member is gone")
+    assert api_get(node, "/apps/1/channels/presence-room/users") == {"users": []}
