@@ -199,9 +199,8 @@ class RedisBus:
 
     def _ended(self, link: Link) -> None:
         if self._link is link:
-            self._link = None
-            self.connected = False
-        self._wake.set()  # the thread reconnects
+            self._link = None  # publishes are refused from now on; ``connected`` turns False once the
+        self._wake.set()  # thread has logged the loss (it reconnects), so the log says it first
 
     def _detach(self, link: Link, reason: str) -> None:
         link.close(BusDown(f"Redis bus {self.description}: {reason}"), reason)
@@ -241,7 +240,7 @@ class RedisBus:
                     warned = self._log_down(failure, unexpected, ever_connected, warned)
                 if up:
                     down_since = time.monotonic()
-                self.connected = False  # at once, for /ready; the hub's _ended says it again
+                self.connected = False  # at once, for /ready
                 if link is not None:  # the hub refuses what is unanswered and closes its descriptors
                     self._to_hub(self._detach, link, failure or "reconnecting")
                 for conn in (sub, pub):

@@ -116,7 +116,7 @@ def _pass(source: Any, target: Any, ended: str) -> None:
 class Link:
     """One (re)connection's two connections, owned by the hub (see the module docstring)."""
 
-    __slots__ = ("answered", "broken", "buf", "description", "flushing", "generation", "head", "heard",
+    __slots__ = ("answered", "broken", "buf", "description", "draining", "flushing", "generation", "head", "heard",
                  "inflight", "loop", "on_end", "on_message", "on_subscribed", "owed_since", "pinged", "pub",
                  "pub_reader", "reason", "sub", "sub_reader", "subscribed", "timeout", "health", "watchers", "writer",
                  "written")
@@ -137,6 +137,7 @@ class Link:
         self.watchers: list[Any] = []  # the two read watchers and the timer
         self.flushing = False  # a flush is queued on the loop
         self.broken = False
+        self.draining = False  # the link is failing: the subscription is read to its end first
         self.subscribed = False  # Redis confirmed the SUBSCRIBE (the thread reads it, for its log)
         self.reason = ""  # why the link ended, once it has
         self.heard = self.owed_since = time.monotonic()
@@ -204,8 +205,11 @@ class Link:
         if data is None:
             return
         self.heard, self.pinged = time.monotonic(), False
+        self.sub_reader.feed(data)
+        self._take_sub()
+
+    def _take_sub(self) -> None:
         reader = self.sub_reader
-        reader.feed(data)
         while not self.broken:
             try:
                 reply = reader.gets()
@@ -285,7 +289,23 @@ class Link:
     # --- the end ------------------------------------------------------------------------------
 
     def _fail(self, reason: str) -> None:
+        if not self.draining:
+            self.draining = True
+            self._drain_sub()
         self.close(BusDown(f"Redis bus {self.description}: {reason}"), reason)
+
+    def _drain_sub(self) -> None:
+        # Before the descriptors close: what the subscription already holds is delivered. The publisher
+        # connection's end can be read first, and a message Redis acknowledged there may wait here.
+        while not self.broken:
+            try:
+                data = self.sub.recv(_CHUNK)
+            except OSError:  # BlockingIOError: all read; anything else: nothing more to read
+                return
+            if not data:
+                return
+            self.sub_reader.feed(data)
+            self._take_sub()
 
     def close(self, error: BaseException, reason: str = "") -> None:
         """End the link: what waits for an answer is refused with ``error``; the descriptors are closed."""

@@ -140,3 +140,26 @@ def test_a_deliver_that_raises_costs_only_its_message(redis_server, started, cap
     assert len(errors) == 2, "one line per bus"
     assert all("deliver raised" in r.getMessage() and "ValueError" in r.getMessage() for r in errors)
     assert all(r.exc_info is None for r in errors), "one line, no traceback"
+
+
+def test_when_the_publisher_connection_ends_first_the_subscription_is_still_read_to_its_end():
+    # Redis stopping closes both connections; the hub may see the publisher's end first. What
+    # Redis had already sent on the subscription (a message whose PUBLISH it acknowledged) is
+    # delivered before the link closes. Socket pairs stand in for Redis's two connections.
+    import gevent
+
+    pub_hub, pub_redis = socket.socketpair()
+    sub_hub, sub_redis = socket.socketpair()
+    for end in (pub_hub, sub_hub):
+        end.setblocking(False)
+    link = redis_link.Link(1, pub_hub, sub_hub, redis_link.publish_head(b"bus"), "test", 1.0, 2.0)
+    got: list[bytes] = []
+    ended: list[str] = []
+    link.start(gevent.get_hub().loop, got.append, lambda _link: None, lambda lk: ended.append(lk.reason))
+    sub_redis.sendall(b"*3\r\n$7\r\nmessage\r\n$3\r\nbus\r\n$3\r\none\r\n*3\r\n$7\r\nmessage\r\n$3\r\nbus\r\n$3\r\ntwo\r\n")
+    sub_redis.close()
+    pub_redis.close()
+    link._read_pub()  # noqa: SLF001 - the publisher's end, handled before the subscription's bytes
+    assert got == [b"one", b"two"]
+    assert ended == ["ConnectionError: Redis closed the connection"]
+    assert link.broken
