@@ -35,7 +35,7 @@ import ssl
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent.event
@@ -208,16 +208,20 @@ class Link:
         self.sub_reader.feed(data)
         self._take_sub()
 
-    def _take_sub(self) -> None:
-        reader = self.sub_reader
+    def _replies(self, reader: Any, where: str) -> Iterator[Any]:
+        """The complete replies ``reader`` holds, one by one, until it holds no more or the link fails."""
         while not self.broken:
             try:
                 reply = reader.gets()
             except hiredis.ProtocolError as exc:
-                self._fail(f"unreadable answer on the subscription: {exc}")
+                self._fail(f"unreadable answer {where}: {exc}")
                 return
             if reply is False:
                 return
+            yield reply
+
+    def _take_sub(self) -> None:
+        for reply in self._replies(self.sub_reader, "on the subscription"):
             if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
                 try:
                     self.on_message(reply[2])
@@ -235,17 +239,9 @@ class Link:
         data = self._recv(self.pub)
         if data is None:
             return
-        reader = self.pub_reader
-        reader.feed(data)
+        self.pub_reader.feed(data)
         inflight = self.inflight
-        while not self.broken:
-            try:
-                reply = reader.gets()
-            except hiredis.ProtocolError as exc:
-                self._fail(f"unreadable answer to PUBLISH: {exc}")
-                return
-            if reply is False:
-                return
+        for reply in self._replies(self.pub_reader, "to PUBLISH"):
             self.answered += 1
             self.owed_since = time.monotonic()
             if not inflight:

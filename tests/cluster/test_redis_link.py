@@ -163,3 +163,19 @@ def test_when_the_publisher_connection_ends_first_the_subscription_is_still_read
     assert got == [b"one", b"two"]
     assert ended == ["ConnectionError: Redis closed the connection"]
     assert link.broken
+
+
+def test_bytes_that_are_not_resp_end_the_link_with_a_reason_not_a_traceback():
+    import gevent
+
+    pub_hub, _pub_redis = socket.socketpair()
+    sub_hub, sub_redis = socket.socketpair()
+    for end in (pub_hub, sub_hub):
+        end.setblocking(False)
+    link = redis_link.Link(1, pub_hub, sub_hub, redis_link.publish_head(b"bus"), "test", 1.0, 2.0)
+    got: list[bytes] = []
+    link.start(gevent.get_hub().loop, got.append, lambda _link: None, lambda _link: None)
+    sub_redis.sendall(b"*3\r\n$7\r\nmessage\r\n$3\r\nbus\r\n$3\r\none\r\n?not resp\r\n")
+    link._read_sub()  # noqa: SLF001 - what the read watcher calls
+    assert got == [b"one"]
+    assert link.broken and link.reason.startswith("unreadable answer on the subscription")
