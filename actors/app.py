@@ -6,13 +6,12 @@ channel sees them in the order they were made. A channel actor that empties repo
 it saw; if that equals the joins forwarded to it, no join is in flight and the channel is retired,
 otherwise the pending join keeps it alive.
 
-Supervision: the app actor is the parent of its channel actors and learns of
-each connection actor's end. A channel actor that dies of a bug reports
-:class:`~actors.messages.ChannelDied`; the app actor logs it on one line,
-forgets the channel (the next join starts a fresh actor) and its presence
-members (on every node: they leave), and closes its subscribers with 4200, so their clients reconnect and resubscribe at once. An
-app actor that dies closes its connections with 4200, stops its channels and
-calls its own supervisor (the node), which starts a fresh one.
+Supervision: the app actor is the parent of its channel actors and learns of each connection
+actor's end. A channel actor that dies of a bug reports :class:`~actors.messages.ChannelDied`; the
+app actor logs it on one line, forgets the channel (the next join starts a fresh actor) and its
+presence members (they leave, on every node), and closes its subscribers with 4200, so their
+clients reconnect and resubscribe at once. An app actor that dies closes its connections with
+4200, stops its channels and calls its own supervisor (the node), which starts a fresh one.
 """
 
 from __future__ import annotations

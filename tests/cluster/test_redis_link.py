@@ -142,10 +142,9 @@ def test_a_deliver_that_raises_costs_only_its_message(redis_server, started, cap
     assert all(r.exc_info is None for r in errors), "one line, no traceback"
 
 
-def test_when_the_publisher_connection_ends_first_the_subscription_is_still_read_to_its_end():
-    # Redis stopping closes both connections; the hub may see the publisher's end first. What
-    # Redis had already sent on the subscription (a message whose PUBLISH it acknowledged) is
-    # delivered before the link closes. Socket pairs stand in for Redis's two connections.
+def _paired_link() -> tuple[redis_link.Link, socket.socket, socket.socket, list[bytes], list[str]]:
+    """A started Link on socket pairs that stand in for Redis's two connections: the link, Redis's
+    ends of the publisher and subscription connections, what it delivered, and why it ended."""
     import gevent
 
     pub_hub, pub_redis = socket.socketpair()
@@ -156,6 +155,14 @@ def test_when_the_publisher_connection_ends_first_the_subscription_is_still_read
     got: list[bytes] = []
     ended: list[str] = []
     link.start(gevent.get_hub().loop, got.append, lambda _link: None, lambda lk: ended.append(lk.reason))
+    return link, pub_redis, sub_redis, got, ended
+
+
+def test_when_the_publisher_connection_ends_first_the_subscription_is_still_read_to_its_end():
+    # Redis stopping closes both connections; the hub may see the publisher's end first. What
+    # Redis had already sent on the subscription (a message whose PUBLISH it acknowledged) is
+    # delivered before the link closes.
+    link, pub_redis, sub_redis, got, ended = _paired_link()
     sub_redis.sendall(b"*3\r\n$7\r\nmessage\r\n$3\r\nbus\r\n$3\r\none\r\n*3\r\n$7\r\nmessage\r\n$3\r\nbus\r\n$3\r\ntwo\r\n")
     sub_redis.close()
     pub_redis.close()
@@ -166,15 +173,7 @@ def test_when_the_publisher_connection_ends_first_the_subscription_is_still_read
 
 
 def test_bytes_that_are_not_resp_end_the_link_with_a_reason_not_a_traceback():
-    import gevent
-
-    pub_hub, _pub_redis = socket.socketpair()
-    sub_hub, sub_redis = socket.socketpair()
-    for end in (pub_hub, sub_hub):
-        end.setblocking(False)
-    link = redis_link.Link(1, pub_hub, sub_hub, redis_link.publish_head(b"bus"), "test", 1.0, 2.0)
-    got: list[bytes] = []
-    link.start(gevent.get_hub().loop, got.append, lambda _link: None, lambda _link: None)
+    link, _pub_redis, sub_redis, got, _ended = _paired_link()
     sub_redis.sendall(b"*3\r\n$7\r\nmessage\r\n$3\r\nbus\r\n$3\r\none\r\n?not resp\r\n")
     link._read_sub()  # noqa: SLF001 - what the read watcher calls
     assert got == [b"one"]
